@@ -1,0 +1,95 @@
+"""One exception tree for tilex.
+
+Every error a user can cause derives from :class:`TilexError` and from the
+matching builtin, so ``except ValueError`` keeps working for callers who do not
+know tilex.  The command line turns a :class:`UsageError` subclass into one line
+on stderr and exit status 2; anything else is an internal error (exit 1).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptFileError",
+    "DeviceError",
+    "ManifestError",
+    "MissingFileError",
+    "NonFiniteError",
+    "OutputExistsError",
+    "OutputError",
+    "RegistrationError",
+    "ResumeMismatchError",
+    "ScanError",
+    "TileError",
+    "TilexError",
+    "UnsupportedFormatError",
+    "UsageError",
+    "WeightsError",
+]
+
+
+class TilexError(Exception):
+    """Base of every error raised by tilex on purpose."""
+
+
+class UsageError(TilexError):
+    """An error caused by the user's input or options (CLI exit status 2)."""
+
+
+class ScanError(UsageError, ValueError):
+    """A scan cannot be opened or read as given."""
+
+    def __init__(self, message: str, *, path: object | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ManifestError(ScanError):
+    """``scan.json`` is not valid JSON or does not follow the manifest format."""
+
+
+class MissingFileError(ScanError, FileNotFoundError):
+    """A file named by the scan does not exist or cannot be opened."""
+
+
+class CorruptFileError(ScanError):
+    """A file exists but is truncated, corrupt or not the format it claims."""
+
+
+class UnsupportedFormatError(ScanError):
+    """A file's format, dtype or channel count is not one tilex reads."""
+
+
+class RegistrationError(ScanError):
+    """Inputs of one scan do not share the same height and width."""
+
+
+class NonFiniteError(ScanError):
+    """A float input holds NaN or infinity (tilex refuses them)."""
+
+
+class WeightsError(UsageError, ValueError):
+    """Encoder weights are missing, malformed or do not match the model."""
+
+
+class OutputError(UsageError, ValueError):
+    """An output folder cannot be written or read as a tilex output."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output exists and ``overwrite`` was not asked for."""
+
+
+class ResumeMismatchError(OutputError):
+    """``--resume`` was asked with inputs, parameters or weights that differ."""
+
+
+class DeviceError(UsageError, RuntimeError):
+    """The requested device is not available (no CUDA, no CuPy, bad index)."""
+
+
+class TileError(TilexError, RuntimeError):
+    """A tile failed while running; names the tile and its region."""
+
+    def __init__(self, message: str, *, tile: object | None = None) -> None:
+        super().__init__(message)
+        self.tile = tile
