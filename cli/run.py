@@ -1,0 +1,64 @@
+"""``tilex run``: fuse a scan into a pyramidal OME-Zarr output."""
+
+from __future__ import annotations
+
+import click
+
+from tilex.cli.options import scan_from_options, scan_options
+from tilex.cli.progress import progress_bars
+
+
+def _clip(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
+    from tilex.stats import parse_clip
+
+    try:
+        return parse_clip(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _sample(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (0.0 < value <= 1.0):
+        raise click.BadParameter(f"must be in (0, 1], got {value:g}")
+    return value
+
+
+def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and (value < 16 or value % 16):
+        raise click.BadParameter(f"must be a multiple of 16 of at least 16 px, got {value}")
+    return value
+
+
+@click.command("run")
+@scan_options
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output folder (OME-Zarr collage, score, overlay, tilex.json).")
+@click.option("--tile", type=int, default=None, callback=_tile, help="Tile core size in px (default 512 on CPU, 2048 on GPU).")
+@click.option("--norm", type=click.Choice(["band", "pixel"]), default="band", show_default=True, help="Normalise each band over the whole scan (band) or across bands at each pixel (pixel).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Normalised dissimilarity at or below which a band does not count.")
+@click.option("--clip", default="1,99", show_default=True, callback=_clip, help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (0,100 = min/max).")
+@click.option("--stats-sample", type=float, default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default: all up to 16 Mpx, else 0.05).")
+@click.option("--stats-from", type=click.Path(exists=True), default=None, help="Reuse the statistics of an earlier output, so a series is normalised alike.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True, help="Encoder precision (reduced precisions on CUDA only).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Encoder weights (.safetensors or an ArtExtract .pt state dict).")
+@click.option("--keep-dissimilarity", is_flag=True, help="Also write the per-band normalised maps (dissimilarity.ome.zarr).")
+@click.option("--ome-zarr-version", type=click.Choice(["0.5", "0.4"]), default="0.5", show_default=True, help="0.5 (Zarr v3, sharded) or 0.4 (Zarr v2) for older tools.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample, stats_from,
+            device, precision, weights, keep_dissimilarity, ome_zarr_version, overwrite) -> None:
+    """Fuse SCAN (scan.json, its folder, or a multi-channel OME-TIFF/OME-Zarr) into OUT."""
+    import tilex
+
+    opened = scan_from_options(scan, visible, band)
+    with progress_bars() as progress:
+        report = tilex.run(
+            opened, out, weights=weights, tile=tile, norm=norm, threshold=threshold, clip=clip,
+            stats_sample=stats_sample, stats_from=stats_from, device=device, precision=precision,
+            keep_normalised=keep_dissimilarity, ome_zarr_version=ome_zarr_version,
+            overwrite=overwrite, progress=progress,
+        )
+    h, w = report.shape
+    click.echo(
+        f"wrote {report.out} ({h}x{w}, {opened.n_bands} bands) in {report.timings['total_s']:.1f} s "
+        f"({report.megapixels_per_second:.2f} Mpx/s)"
+    )

@@ -1,0 +1,331 @@
+"""The tiled engine: scan -> encoder -> fusion kernels -> sink, tile by tile.
+
+Stages overlap through bounded queues::
+
+    reader threads --(depth)--> device stage --(depth)--> writer thread --> sink
+    decode tiles ahead          encoder + fused kernels    compress, store
+
+The reader threads call :meth:`tilex.scan.Scan.read_region` for the tiles
+ahead of the device stage (decoders release the GIL); the device stage (the
+calling thread) runs the encoder and the fused kernels; one writer thread hands
+results to the sink, which may compress and store in parallel itself. At most
+``depth`` tiles wait in each queue, so memory is bounded by the tile size and
+the queue depth, never by the scan size. The CPU and GPU backends share this
+structure; only the :class:`tilex.device.Backend` value differs.
+
+Exactness: each tile is encoded over its core grown by the encoder's
+receptive-field radius (clipped at the scan border) and only its core is kept,
+so the result equals the whole-image computation (see :mod:`tilex.grid`).
+Normalisation ranges come from the whole scan (:mod:`tilex.stats`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tilex import kernels
+from tilex.device import Backend
+from tilex.errors import ScanError, TileError, TilexError
+from tilex.grid import Tile, TileGrid
+from tilex.sink import RunInfo, Sink, TileResult
+from tilex.stats import BandStats, StatsSpec, sample_regions
+
+__all__ = ["Engine", "FusionSpec", "PipelineSpec", "Progress", "luminance"]
+
+log = logging.getLogger("tilex")
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done_pixels, total_pixels)``; stages: ``"stats"``, ``"tiles"``."""
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+"""ITU-R BT.601 weights: the grey of the visible image in the overlay."""
+
+
+def luminance(visible: np.ndarray) -> np.ndarray:
+    """Grey ``[h, w]`` of a visible ``[3, h, w]`` float32 image."""
+    return np.tensordot(LUMA, visible, axes=1).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """How band dissimilarities are fused into winners (see :mod:`tilex.kernels`)."""
+
+    norm: str = "band"
+    threshold: float = 0.5
+    keep_normalised: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("band", "pixel"):
+            raise ValueError(f"norm must be 'band' or 'pixel', got {self.norm!r}")
+        if not (0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold:g}")
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Tile size and queue shape of the engine."""
+
+    tile: int = 512
+    readers: int = 2
+    depth: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tile < 16:
+            raise ValueError(f"tile size must be >= 16 px, got {self.tile}")
+        if self.readers < 1 or self.depth < 1:
+            raise ValueError("readers and depth must be >= 1")
+
+    @staticmethod
+    def default_tile(backend: Backend) -> int:
+        """512 px on CPU (cache friendly), 2048 px on GPU (keeps the device busy)."""
+        return 2048 if backend.is_cuda else 512
+
+
+class Engine:
+    """Runs a scan through an encoder and the fusion kernels, tile by tile.
+
+    Parameters
+    ----------
+    scan
+        An open :class:`tilex.scan.Scan`.
+    encoder
+        A :class:`tilex.encoder.Encoder`; its ``radius`` is the halo.
+    backend
+        Where the encoder and kernels run.
+    fusion, pipeline
+        Fusion semantics and tiling/queue shape.
+    progress
+        Optional callback ``progress(stage, done_pixels, total_pixels)``.
+    """
+
+    def __init__(
+        self,
+        scan: Any,
+        encoder: Any,
+        backend: Backend,
+        *,
+        fusion: FusionSpec = FusionSpec(),
+        pipeline: PipelineSpec = PipelineSpec(),
+        progress: Progress | None = None,
+    ) -> None:
+        self.scan = scan
+        self.encoder = encoder
+        self.backend = backend
+        self.fusion = fusion
+        self.pipeline = pipeline
+        self.progress = progress or (lambda stage, done, total: None)
+        self.grid = TileGrid(tuple(scan.shape), pipeline.tile, encoder.radius)
+        self.timings: dict[str, float] = {}
+
+    # -- statistics pass ---------------------------------------------------
+
+    def measure_stats(self, spec: StatsSpec) -> BandStats:
+        """Per-band ``[lo, hi]`` percentiles of ``d_i`` over the (sampled) scan."""
+        fraction = spec.fraction_for(self.scan.shape)
+        tiles = [self._tile_for(region) for region in sample_regions(self.scan.shape, fraction, spec.block)]
+        total = sum(t.pixels for t in tiles)
+        merged = None
+        done = 0
+        start = time.perf_counter()
+        for tile, (g, b) in self._stream(tiles, "stats"):
+            hist = kernels.dissimilarity_histogram(g, b)
+            hist = type(hist)(*(self.backend.download(part) for part in hist))
+            merged = hist if merged is None else kernels.merge_histograms(merged, hist)
+            done += tile.pixels
+            self.progress("stats", done, total)
+        self.timings["stats_s"] = time.perf_counter() - start
+        lo = kernels.histogram_percentiles(merged, spec.clip[0])
+        hi = kernels.histogram_percentiles(merged, spec.clip[1])
+        return BandStats(
+            band_names=tuple(self.scan.band_names),
+            lo=tuple(float(v) for v in lo),
+            hi=tuple(float(v) for v in hi),
+            clip=spec.clip,
+            sample=fraction,
+            pixels=int(total),
+            dmin=tuple(float(v) for v in merged.dmin),
+            dmax=tuple(float(v) for v in merged.dmax),
+        )
+
+    def _tile_for(self, region: tuple[int, int, int, int]) -> Tile:
+        """A tile whose core is ``region``, read with this engine's halo."""
+        h, w = self.scan.shape
+        r = self.encoder.radius
+        y0, y1, x0, x1 = region
+        read = (max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w))
+        return Tile(-1, -1, region, read)
+
+    # -- main pass -----------------------------------------------------------
+
+    def run(self, sink: Sink, info: RunInfo, stats: BandStats | None, *, skip: Callable[[Tile], bool] | None = None) -> None:
+        """Fuse every tile into ``sink``; ``sink.abort()`` and re-raise on failure."""
+        if self.fusion.norm == "band" and stats is None:
+            raise ValueError("norm='band' needs whole-scan statistics (Engine.measure_stats)")
+        lo_hi = None
+        if stats is not None and self.fusion.norm == "band":
+            lo, hi = stats.arrays()
+            lo_hi = (self._to_backend_array(lo), self._to_backend_array(hi))
+        tiles = [t for t in self.grid.tiles(sink.write_unit) if not (skip and skip(t))]
+        total = sum(t.pixels for t in self.grid.tiles())
+        done = total - sum(t.pixels for t in tiles)
+        sink.open(info)
+        writer = _Writer(sink, self.pipeline.depth)
+        start = time.perf_counter()
+        try:
+            for tile, (g, b, gray) in self._stream(tiles, "tiles", keep_visible=True):
+                writer.put(self._fuse(tile, g, b, gray, lo_hi))
+                done += tile.pixels
+                self.progress("tiles", done, total)
+            writer.finish()
+        except BaseException:
+            writer.cancel()
+            sink.abort()
+            raise
+        self.timings["tiles_s"] = time.perf_counter() - start
+        # the sink writes provenance at close: hand it the finished timings
+        info.metadata.setdefault("timings", {}).update({k: round(v, 3) for k, v in self.timings.items()})
+        sink.close()
+
+    def _fuse(self, tile: Tile, g: Any, b: Any, gray: Any, lo_hi: tuple | None) -> TileResult:
+        lo, hi = lo_hi if lo_hi else (None, None)
+        try:
+            fused = kernels.fuse(
+                g, b, lo, hi,
+                norm=self.fusion.norm,
+                threshold=self.fusion.threshold,
+                keep_normalised=self.fusion.keep_normalised,
+            )
+            over = kernels.overlay(gray, fused.score)
+        except Exception as err:
+            raise TileError(f"{tile.describe()}: fusion failed: {err}", tile=tile) from err
+        get = self.backend.download
+        return TileResult(
+            region=tile.core,
+            winner=get(fused.winner),
+            score=get(fused.score),
+            collage=get(fused.collage),
+            overlay=get(over),
+            normalised=get(fused.normalised),
+        )
+
+    def _to_backend_array(self, array: np.ndarray) -> Any:
+        return self.backend.to_kernel(self.backend.upload(array))
+
+    # -- the overlapped stages --------------------------------------------
+
+    def _stream(self, tiles: Iterable[Tile], stage: str, *, keep_visible: bool = False) -> Iterator[tuple]:
+        """Yield ``(tile, (g, b[, gray]))`` with reads running ``depth`` tiles ahead."""
+        read_s = encode_s = 0.0
+        tiles = iter(tiles)
+        with ThreadPoolExecutor(self.pipeline.readers, thread_name_prefix="tilex-read") as pool:
+            pending: deque[tuple[Tile, Future]] = deque()
+
+            def submit() -> None:
+                tile = next(tiles, None)
+                if tile is not None:
+                    pending.append((tile, pool.submit(self._read, tile)))
+
+            for _ in range(self.pipeline.depth):
+                submit()
+            try:
+                while pending:
+                    tile, future = pending.popleft()
+                    submit()
+                    t0 = time.perf_counter()
+                    visible, bands = future.result()
+                    t1 = time.perf_counter()
+                    g, b = self._encode(tile, visible, bands)
+                    encode_s += time.perf_counter() - t1
+                    read_s += t1 - t0
+                    if keep_visible:
+                        sy, sx = tile.crop
+                        gray = self._to_backend_array(luminance(visible[:, sy, sx]))
+                        yield tile, (g, b, gray)
+                    else:
+                        yield tile, (g, b)
+            finally:
+                for _, future in pending:
+                    future.cancel()
+        self.timings[f"{stage}_read_wait_s"] = read_s
+        self.timings[f"{stage}_encode_s"] = encode_s
+
+    def _read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self.scan.read_region(*tile.read)
+        except ScanError as err:
+            err.args = (f"{tile.describe()}: {err}",) + err.args[1:]
+            raise
+        except TilexError:
+            raise
+        except Exception as err:
+            raise TileError(f"{tile.describe()}: reading failed: {err}", tile=tile) from err
+
+    def _encode(self, tile: Tile, visible: np.ndarray, bands: np.ndarray) -> tuple[Any, Any]:
+        try:
+            g, b = self.encoder.encode(self.backend.upload(visible), self.backend.upload(bands))
+            sy, sx = tile.crop
+            return self.backend.to_kernel(g[:, sy, sx]), self.backend.to_kernel(b[:, :, sy, sx])
+        except Exception as err:
+            if "out of memory" in str(err).lower():
+                raise TileError(
+                    f"{tile.describe()}: the device ran out of memory; try a smaller --tile", tile=tile
+                ) from err
+            raise TileError(f"{tile.describe()}: encoding failed: {err}", tile=tile) from err
+
+
+class _Writer:
+    """One thread handing results to the sink through a bounded queue."""
+
+    _DONE = object()
+
+    def __init__(self, sink: Sink, depth: int) -> None:
+        self.sink = sink
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="tilex-write", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._DONE:
+                return
+            if self.error is None:
+                try:
+                    self.sink.write(item)
+                except BaseException as err:  # handed to the main thread
+                    self.error = err
+
+    def put(self, result: TileResult) -> None:
+        self._raise()
+        self.queue.put(result)
+
+    def finish(self) -> None:
+        self.queue.put(self._DONE)
+        self.thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        self.error = self.error or RuntimeError("cancelled")
+        try:
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.queue.put(self._DONE)
+        self.thread.join()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, TilexError) else TileError(f"writing failed: {err}") from err

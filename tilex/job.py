@@ -1,0 +1,202 @@
+"""The whole job as one function: scan in, fused pyramidal output out.
+
+:func:`run` opens the scan, builds the encoder on the chosen device, measures
+the whole-scan statistics (``norm="band"``), runs the tiled engine into an
+OME-Zarr output (or into memory) and records the provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tilex._version import __version__
+from tilex.device import resolve_device
+from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress
+from tilex.errors import OutputExistsError
+from tilex.sink import MemorySink, RunInfo, Sink
+from tilex.stats import BandStats, StatsSpec
+
+__all__ = ["RunReport", "run"]
+
+log = logging.getLogger("tilex")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run made and how long it took."""
+
+    out: Path | None
+    shape: tuple[int, int]
+    stats: BandStats | None
+    timings: dict[str, float]
+    sink: Sink
+
+    @property
+    def megapixels_per_second(self) -> float:
+        seconds = self.timings.get("total_s") or float("nan")
+        return self.shape[0] * self.shape[1] / 1e6 / seconds
+
+
+def run(
+    scan: Any,
+    out: str | os.PathLike | Sink | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    tile: int | None = None,
+    norm: str = "band",
+    threshold: float = 0.5,
+    clip: tuple[float, float] | str = (1.0, 99.0),
+    stats_sample: float | None = None,
+    stats_from: str | os.PathLike | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    keep_normalised: bool = False,
+    ome_zarr_version: str = "0.5",
+    overwrite: bool = False,
+    readers: int | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Find what differs between the visible image and the bands of ``scan``.
+
+    Parameters
+    ----------
+    scan
+        A :class:`tilex.scan.Scan`, or anything :func:`tilex.open_scan` takes
+        (a ``scan.json``, its folder, a multi-channel OME-TIFF or OME-Zarr).
+    out
+        Output folder for the OME-Zarr result, a :class:`tilex.sink.Sink`, or
+        ``None`` to collect the result in memory (small scans only).
+    weights
+        Encoder weights (``.safetensors`` or ArtExtract ``.pt``); default
+        weights when ``None``.
+    tile
+        Tile core size in pixels (default 512 on CPU, 2048 on GPU).
+    norm, threshold
+        Fusion: ``"band"`` (whole-scan per-band ranges) or ``"pixel"``, and
+        the threshold on normalised dissimilarity.
+    clip, stats_sample, stats_from
+        Statistics for ``norm="band"``: percentiles ``(LO, HI)``, the sampled
+        fraction of the scan (``None``: automatic), or the output of an
+        earlier run to reuse its statistics.
+    device, precision
+        ``auto``/``cpu``/``cuda[:i]``; ``fp32``/``tf32``/``bf16``/``fp16``.
+    keep_normalised
+        Also write the per-band normalised maps.
+    ome_zarr_version
+        ``"0.5"`` (Zarr v3, sharded) or ``"0.4"`` (Zarr v2).
+    overwrite
+        Replace an existing output.
+    progress
+        Callback ``progress(stage, done_pixels, total_pixels)``.
+
+    Examples
+    --------
+    >>> import tilex
+    >>> manifest = tilex.synth(tmp_path / "scan", size=(256, 256), bands=4)  # doctest: +SKIP
+    >>> report = tilex.run(manifest, tmp_path / "out", device="cpu")         # doctest: +SKIP
+    >>> report.out.name                                                      # doctest: +SKIP
+    'out'
+    """
+    from tilex.encoder import build_encoder
+    from tilex.scan import Scan, open_scan
+
+    started = time.perf_counter()
+    fusion = FusionSpec(norm=norm, threshold=float(threshold), keep_normalised=keep_normalised)
+    stats_spec = StatsSpec(clip=clip, sample=stats_sample)
+    out_path = None if out is None or isinstance(out, Sink) else Path(out)
+    if out_path is not None:
+        _check_output(out_path, overwrite)
+    scan = scan if isinstance(scan, Scan) else open_scan(scan)
+    reused = None
+    if fusion.norm == "band" and stats_from is not None:
+        reused = BandStats.from_output(stats_from)
+        reused.check_bands(tuple(scan.band_names), stats_from)
+
+    backend = resolve_device(device)
+    encoder = build_encoder(weights=weights, device=backend.name, precision=precision)
+    pipeline = PipelineSpec(
+        tile=tile or PipelineSpec.default_tile(backend),
+        readers=readers or max(2, min(8, os.cpu_count() or 2)),
+    )
+    engine = Engine(scan, encoder, backend, fusion=fusion, pipeline=pipeline, progress=progress)
+    log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
+              *scan.shape, scan.n_bands, pipeline.tile, encoder.radius, backend.name)
+
+    stats = None
+    if fusion.norm == "band":
+        stats = reused or engine.measure_stats(stats_spec)
+
+    sink = _make_sink(out, out_path, ome_zarr_version, overwrite)
+    info = RunInfo(
+        shape=tuple(scan.shape),
+        band_names=tuple(scan.band_names),
+        wavelengths=tuple(scan.wavelengths),
+        channels=encoder.channels,
+        pixel_size_um=scan.pixel_size_um,
+        keep_normalised=keep_normalised,
+        metadata=_provenance(scan, encoder, backend, fusion, pipeline, stats_spec, stats, stats_from,
+                             weights, precision, ome_zarr_version),
+    )
+    engine.run(sink, info, stats)
+    timings = dict(engine.timings, total_s=time.perf_counter() - started)
+    return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless asked, before any work."""
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
+
+
+def _make_sink(out: Any, out_path: Path | None, version: str, overwrite: bool) -> Sink:
+    if out is None:
+        return MemorySink()
+    if out_path is None:
+        return out
+    from tilex.omezarr import OmeZarrSink
+
+    return OmeZarrSink(out_path, version=version, overwrite=overwrite)
+
+
+def _provenance(scan, encoder, backend, fusion, pipeline, stats_spec, stats, stats_from,
+                weights, precision, version) -> dict:
+    inputs = scan.describe()
+    return {
+        "tilex_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"python": platform.python_version(), "machine": platform.machine()},
+        "scan": inputs,
+        "bands": [
+            {"index": i + 1, "name": name, "wavelength_nm": wl}
+            for i, (name, wl) in enumerate(zip(scan.band_names, scan.wavelengths, strict=True))
+        ],
+        "parameters": {
+            "norm": fusion.norm,
+            "threshold": fusion.threshold,
+            "clip": list(stats_spec.clip),
+            "stats_sample": stats.sample if stats else None,
+            "stats_from": str(stats_from) if stats_from else None,
+            "tile": pipeline.tile,
+            "halo": encoder.radius,
+            "precision": precision,
+            "device": backend.name,
+            "keep_dissimilarity": fusion.keep_normalised,
+            "ome_zarr_version": version,
+        },
+        "weights": {"path": str(weights) if weights else "default", "sha256": encoder.weights_sha256},
+        "stats": stats.to_dict() if stats else None,
+    }
+
+
+def parameters_hash(metadata: dict) -> str:
+    """A hash of what determines an output's pixels (inputs, parameters, weights)."""
+    keep = {k: metadata.get(k) for k in ("scan", "bands", "parameters", "weights")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
