@@ -1,0 +1,92 @@
+"""Options shared by the commands that read a scan (``info``, ``run``, ...).
+
+A scan is chosen either by one ``SCAN`` argument (a ``scan.json``, a folder
+holding one, or a multi-channel OME-TIFF / OME-Zarr / Zarr) or by
+``--visible FILE`` with one ``--band NAME[@NM]=FILE`` per band.  Band texts are
+parsed inside the command (not in a click callback) so that a mistake becomes
+a :class:`tilex.errors.ScanError`: one ``tilex: error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from tilex.errors import ScanError
+
+if TYPE_CHECKING:
+    from tilex.scan import Scan
+
+__all__ = ["scan_from_options", "scan_options"]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def scan_options(func: F) -> F:
+    """Add the ``SCAN`` argument and the ``--visible``/``--band`` options.
+
+    The command receives ``scan``, ``visible`` and ``band`` (a tuple of
+    texts); pass them to :func:`scan_from_options`.
+
+    Examples
+    --------
+    >>> @click.command()
+    ... @scan_options
+    ... def command(scan, visible, band):
+    ...     opened = scan_from_options(scan, visible, band)
+    """
+    func = click.option(
+        "--band",
+        "band",
+        multiple=True,
+        metavar="NAME[@NM]=FILE",
+        help="A registered band image with its name and optional wavelength in nm "
+        "(repeat per band; with --visible instead of SCAN).",
+    )(func)
+    func = click.option(
+        "--visible",
+        type=click.Path(),
+        default=None,
+        metavar="FILE",
+        help="The visible image (RGB, RGBA or gray), with --band instead of SCAN.",
+    )(func)
+    func = click.argument("scan", required=False, type=click.Path())(func)
+    return func
+
+
+def scan_from_options(scan: str | None, visible: str | None, band: Sequence[str]) -> Scan:
+    """Open the scan chosen by :func:`scan_options`'s values.
+
+    Returns
+    -------
+    tilex.scan.Scan
+
+    Raises
+    ------
+    ScanError
+        Neither or both ways given, a malformed ``--band``, or any error of
+        :func:`tilex.scan.open_scan`.
+
+    Examples
+    --------
+    >>> scan_from_options(None, "v.tif", ["ir@1000=ir.tif"])  # doctest: +SKIP
+    <Scan 6000x8000, 1 bands: ir>
+    """
+    from tilex.scan import open_scan, parse_band_option
+
+    if scan is not None:
+        if visible is not None or band:
+            raise ScanError("give either SCAN or --visible with --band, not both")
+        return open_scan(scan)
+    if visible is None:
+        if band:
+            raise ScanError("--band needs --visible FILE (the visible image of the scan)")
+        raise ScanError(
+            "no scan given: give SCAN (scan.json, its folder or a multi-channel "
+            "OME-TIFF/OME-Zarr) or --visible FILE --band NAME[@NM]=FILE ..."
+        )
+    if not band:
+        raise ScanError("--visible needs at least one --band NAME[@NM]=FILE")
+    return open_scan(visible=visible, bands=[parse_band_option(text) for text in band])

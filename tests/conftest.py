@@ -1,0 +1,107 @@
+"""Shared fixtures.
+
+``write_image`` (scan input stage): writes a small image in any format tilex
+reads, so reader, scan and CLI tests build their inputs at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+
+def _write_ome_zarr(
+    path: Path,
+    data: np.ndarray,
+    *,
+    version: str,
+    chunks: tuple[int, ...],
+    labels: list[str] | None,
+    axes: str,
+    pixel_size_um: float | None,
+) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2 if version == "0.4" else 3)
+    array = group.create_array("0", shape=data.shape, chunks=chunks, dtype=data.dtype)
+    array[...] = data
+    kinds = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+    axes_meta = [{"name": a, "type": kinds[a]} for a in axes]
+    scale = [1.0] * len(axes)
+    if pixel_size_um:
+        axes_meta[-1]["unit"] = axes_meta[-2]["unit"] = "micrometer"
+        scale[-1] = scale[-2] = pixel_size_um
+    multiscales = [
+        {
+            "axes": axes_meta,
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+            ],
+        }
+    ]
+    ome: dict[str, Any] = {"multiscales": multiscales}
+    if labels is not None:
+        ome["omero"] = {"channels": [{"label": label} for label in labels]}
+    if version == "0.4":
+        multiscales[0]["version"] = "0.4"
+        group.attrs.update(ome)
+    else:
+        group.attrs["ome"] = {"version": "0.5", **ome}
+
+
+def write_image_file(path: Path, data: np.ndarray, fmt: str, **options: Any) -> Path:
+    """Write ``data`` to ``path`` as ``fmt``; returns ``path``.
+
+    fmt: ``tiff`` (options go to ``tifffile.imwrite``), ``zarr2``/``zarr3``
+    (options: chunks, dimension_names), ``ome-zarr-0.4``/``ome-zarr-0.5``
+    (options: chunks, labels, axes, pixel_size_um), ``png``, ``bmp``, ``jpeg``
+    (``H x W`` or ``H x W x C``, via Pillow).
+    """
+    path = Path(path)
+    if fmt == "tiff":
+        import tifffile
+
+        tifffile.imwrite(path, data, **options)
+    elif fmt in ("zarr2", "zarr3"):
+        import zarr
+
+        extra = {}
+        if options.get("dimension_names"):
+            extra["dimension_names"] = options["dimension_names"]
+        array = zarr.create_array(
+            str(path),
+            shape=data.shape,
+            dtype=data.dtype,
+            zarr_format=int(fmt[-1]),
+            chunks=options.get("chunks", tuple(min(n, 16) for n in data.shape)),
+            **extra,
+        )
+        array[...] = data
+    elif fmt.startswith("ome-zarr-"):
+        _write_ome_zarr(
+            path,
+            data,
+            version=fmt.removeprefix("ome-zarr-"),
+            chunks=options.get("chunks", tuple(min(n, 16) for n in data.shape)),
+            labels=options.get("labels"),
+            axes=options.get("axes", "cyx"),
+            pixel_size_um=options.get("pixel_size_um"),
+        )
+    elif fmt in ("png", "bmp", "jpeg"):
+        from PIL import Image
+
+        assert data.dtype == np.uint8 or data.ndim == 2, "Pillow writes 16-bit gray only"
+        Image.fromarray(data).save(path, format=fmt.upper(), **options)
+    else:
+        raise ValueError(f"unknown test format {fmt!r}")
+    return path
+
+
+@pytest.fixture
+def write_image() -> Callable[..., Path]:
+    """:func:`write_image_file` as a fixture."""
+    return write_image_file
