@@ -1,5 +1,44 @@
-"""Fusion kernels (installed as ``tilex.kernels``): oracle, Numba CPU, CuPy GPU."""
+"""Fusion kernels (installed as ``tilex.kernels``): oracle, Numba CPU, CuPy GPU.
 
-from tilex.kernels.reference import Fusion, dissimilarity_reference, fuse_reference
+The public functions dispatch on their inputs: NumPy arrays run the Numba
+kernels, CuPy arrays the CUDA kernels; both reproduce the NumPy oracle in
+:mod:`tilex.kernels.reference` bit for bit. Importing this package imports
+neither Numba's compiled kernels nor CuPy.
+"""
 
-__all__ = ["Fusion", "dissimilarity_reference", "fuse_reference"]
+from tilex.kernels.api import dissimilarity, dissimilarity_histogram, fuse, overlay
+from tilex.kernels.reference import (
+    NBINS,
+    SHIFT,
+    BandHistogram,
+    Fusion,
+    bin_lower_edge,
+    bin_of,
+    bin_upper_edge,
+    dissimilarity_reference,
+    fuse_reference,
+    histogram_percentiles,
+    histogram_reference,
+    merge_histograms,
+    overlay_reference,
+)
+
+__all__ = [
+    "NBINS",
+    "SHIFT",
+    "BandHistogram",
+    "Fusion",
+    "bin_lower_edge",
+    "bin_of",
+    "bin_upper_edge",
+    "dissimilarity",
+    "dissimilarity_histogram",
+    "dissimilarity_reference",
+    "fuse",
+    "fuse_reference",
+    "histogram_percentiles",
+    "histogram_reference",
+    "merge_histograms",
+    "overlay",
+    "overlay_reference",
+]
