@@ -1,0 +1,186 @@
+"""tilex export (pyramidal OME-TIFF), tilex preview (three panels) and the validate/export/preview
+commands, on a small output written through OmeZarrSink."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tilex.errors import OutputError, OutputExistsError
+from tilex.export import export_ome_tiff
+from tilex.omezarr import OmeZarrSink, open_output
+from tilex.preview import render_preview, visible_from_overlay, write_preview
+from tilex.sink import RunInfo, TileResult
+
+SHAPE = (1500, 1100)
+BANDS = ("uv", "ir")
+
+
+def _overlay(gray: np.ndarray, score: np.ndarray) -> np.ndarray:
+    from tilex.kernels.reference import overlay_reference
+
+    return overlay_reference(gray, score)
+
+
+@pytest.fixture(scope="module")
+def result():
+    """A structured result: a hidden disc won by band 2, a stripe by band 1."""
+    h, w = SHAPE
+    yy, xx = np.mgrid[0:h, 0:w]
+    gray = ((xx / w) * 0.6 + 0.2).astype(np.float32)
+    score = np.zeros(SHAPE, np.float32)
+    winner = np.zeros(SHAPE, np.uint8)
+    disc = (yy - 700) ** 2 + (xx - 500) ** 2 < 300**2
+    stripe = (yy > 100) & (yy < 250)
+    winner[stripe], score[stripe] = 1, 0.7
+    winner[disc], score[disc] = 2, 0.9
+    collage = np.stack([score * (1 + np.sin(xx / 50.0)), score]).astype(np.float32)
+    return {
+        "gray": gray,
+        "winner": winner,
+        "score": score,
+        "collage": collage,
+        "overlay": _overlay(gray, score),
+    }
+
+
+@pytest.fixture(scope="module", params=["0.5", "0.4"])
+def out(request, result, tmp_path_factory):
+    path = tmp_path_factory.mktemp(f"out{request.param}") / "OUT"
+    sink = OmeZarrSink(path, version=request.param, unit=1024, chunk=256)
+    sink.open(RunInfo(shape=SHAPE, band_names=BANDS, wavelengths=(365.0, 1050.0), channels=2))
+    # one tile for the whole image: the sink splits it across its units
+    sink.write(
+        TileResult(
+            (0, SHAPE[0], 0, SHAPE[1]),
+            result["winner"],
+            result["score"],
+            result["collage"],
+            result["overlay"],
+        )
+    )
+    sink.close()
+    return path
+
+
+@pytest.mark.parametrize("image", ["overlay", "collage", "score"])
+def test_export_every_level_matches_the_zarr_levels(out, tmp_path, image):
+    import tifffile
+
+    dest = export_ome_tiff(out, tmp_path / f"{image}.ome.tif", image=image)
+    zarr_levels = open_output(out)[image].levels
+    with tifffile.TiffFile(dest) as tif:
+        assert tif.is_ome
+        series = tif.series[0]
+        assert len(series.levels) == len(zarr_levels) > 1
+        for level, array in zip(series.levels, zarr_levels, strict=True):
+            assert level.keyframe.tilewidth == level.keyframe.tilelength == 512
+            want = np.asarray(array[...])
+            np.testing.assert_array_equal(level.asarray().reshape(want.shape), want)
+        if image == "overlay":
+            assert series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
+
+
+def test_export_refuses_to_overwrite_and_unknown_images(out, tmp_path):
+    dest = tmp_path / "x.ome.tif"
+    dest.write_bytes(b"")
+    with pytest.raises(OutputExistsError, match="exists"):
+        export_ome_tiff(out, dest)
+    with pytest.raises(OutputError, match="cannot export image 'winner'"):
+        export_ome_tiff(out, tmp_path / "y.ome.tif", image="winner")
+    with pytest.raises(OutputError, match="no image 'dissimilarity'"):
+        export_ome_tiff(out, tmp_path / "y.ome.tif", image="dissimilarity")
+
+
+def test_visible_is_recovered_from_the_overlay(result):
+    gray = visible_from_overlay(result["overlay"], result["score"])
+    want = np.floor(result["gray"] * 255 + 0.5)
+    assert np.abs(gray.astype(int) - want).max() <= 2  # uint8 rounding, amplified by 1/(1-a)
+
+
+def test_preview_has_three_panels_and_a_legend(out, tmp_path):
+    from PIL import Image
+
+    dest = write_preview(out, tmp_path / "p.png", max_side=800)
+    image = np.asarray(Image.open(dest).convert("RGB"))
+    level = open_output(out)["overlay"].level_for(800)
+    h, w = open_output(out)["overlay"].shapes[level][-2:]
+    assert max(h, w) <= 800
+    assert image.shape[1] > 3 * w and image.shape[0] > h
+    # the disc (band 2, orange) shows in the collage panel, blue in the overlay panel
+    rgb = np.asarray(render_preview(out, max_side=800))
+    top = (rgb.shape[0] - h) // 2
+    assert (np.abs(rgb.astype(int) - (255, 127, 14)).sum(axis=-1) < 120).sum() > 100
+    assert ((rgb[..., 2].astype(int) - rgb[..., 0]) > 100).sum() > 100
+    assert top > 0
+
+
+def test_preview_uses_a_small_level():
+    from tilex.omezarr import OutputImage
+
+    shapes = [
+        (3, 40000, 30000),
+        (3, 20000, 15000),
+        (3, 10000, 7500),
+        (3, 5000, 3750),
+        (3, 2500, 1875),
+        (3, 1250, 938),
+    ]
+
+    class _A:
+        def __init__(self, shape):
+            self.shape = shape
+
+    img = OutputImage("overlay", None, tuple(_A(s) for s in shapes), {})  # type: ignore[arg-type]
+    assert img.level_for(2048) == 5
+    assert img.level_for(2500) == 4
+    assert img.level_for(10) == 5  # the smallest when none is small enough
+
+
+def test_cli_validate_export_preview(out, tmp_path):
+    from tilex.cli.main import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["validate", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ome-zarr-models:" in res.output and "valid" in res.output
+    res = runner.invoke(
+        main, ["export", str(out), "--image", "score", "-o", str(tmp_path / "s.tif")]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "s.tif").is_file()
+    res = runner.invoke(main, ["preview", str(out), "-o", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p.png").is_file()
+
+
+def test_cli_validate_fails_with_one_line(out, tmp_path):
+    import shutil
+
+    from tilex.cli.main import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    manifest = json.loads((broken / "tilex.json").read_text())
+    manifest["output"]["chunk"] = 128  # the arrays disagree with the promised layout
+    (broken / "tilex.json").write_text(json.dumps(manifest))
+    res = CliRunner().invoke(main, ["validate", str(broken)])
+    assert res.exit_code == 2
+    assert "tilex-layout: FAILED" in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("tilex: error:")]
+    assert len(errors) == 1 and "failed validation by tilex-layout" in errors[0]
+
+
+def test_cli_refuses_an_incomplete_output(tmp_path):
+    from tilex.cli.main import main
+
+    sink = OmeZarrSink(tmp_path / "OUT", unit=1024, chunk=256)
+    sink.open(RunInfo(shape=(100, 100), band_names=("a",), wavelengths=(None,), channels=1))
+    sink.abort()
+    for command in (["validate"], ["preview"], ["export"]):
+        res = CliRunner().invoke(main, [*command, str(tmp_path / "OUT")])
+        assert res.exit_code == 2
+        assert "incomplete" in res.output
