@@ -1,9 +1,49 @@
 """tilex: find hidden paintings in gigapixel multispectral museum scans.
 
-The public API, re-exported from one module per stage.
+The public API, re-exported from one module per stage (see ``docs/design.md``).
+The re-exports resolve on first use (PEP 562), so ``import tilex`` stays cheap
+and imports neither torch, zarr nor any GPU library.
+
+Examples
+--------
+>>> import tilex
+>>> manifest = tilex.synth("scan", size=(512, 512), bands=4)     # doctest: +SKIP
+>>> report = tilex.run(manifest, "out", device="cpu")             # doctest: +SKIP
+>>> tilex.write_preview("out", "preview.png")                     # doctest: +SKIP
 """
+
+from importlib import import_module
+from typing import Any
 
 from tilex._version import __version__
 from tilex.errors import TilexError
 
-__all__ = ["TilexError", "__version__"]
+_EXPORTS = {
+    "RunReport": "tilex.job",
+    "Scan": "tilex.scan",
+    "build_encoder": "tilex.encoder",
+    "export_ome_tiff": "tilex.export",
+    "load_network": "tilex.encoder",
+    "open_output": "tilex.omezarr",
+    "open_scan": "tilex.scan",
+    "run": "tilex.job",
+    "save_weights": "tilex.encoder",
+    "synth": "tilex.synthetic",
+    "validate_output": "tilex.validate",
+    "write_preview": "tilex.preview",
+}
+
+__all__ = sorted([*_EXPORTS, "TilexError", "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tilex' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
