@@ -29,6 +29,23 @@ def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int 
     return value
 
 
+def _blend(blend: str, overlap: int | None, tile: int | None) -> None:
+    """Check --blend/--overlap together (and against --tile, or the 512 px CPU default)."""
+    if blend == "exact":
+        if overlap is not None:
+            raise click.BadParameter("only used with --blend feather", param_hint="--overlap")
+        return
+    if overlap is None:
+        raise click.BadParameter("--blend feather needs --overlap PX", param_hint="--overlap")
+    limit = (tile or 512) // 2
+    if overlap > limit:
+        raise click.BadParameter(
+            f"{overlap} px is more than half the tile ({tile or 512} px"
+            f"{'' if tile else ', the CPU default'}); use at most {limit} or a larger --tile",
+            param_hint="--overlap",
+        )
+
+
 @click.command("run")
 @scan_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output folder (OME-Zarr collage, score, overlay, tilex.json).")
@@ -36,7 +53,7 @@ def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int 
 @click.option("--norm", type=click.Choice(["band", "pixel"]), default="band", show_default=True, help="Normalise each band over the whole scan (band) or across bands at each pixel (pixel).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Normalised dissimilarity at or below which a band does not count.")
 @click.option("--clip", default="1,99", show_default=True, callback=_clip, help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (0,100 = min/max).")
-@click.option("--stats-sample", type=float, default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default: all up to 16 Mpx, else 0.05).")
+@click.option("--stats-sample", type=float, default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default: all up to 4 Mpx, else 0.05).")
 @click.option("--stats-from", type=click.Path(exists=True), default=None, help="Reuse the statistics of an earlier output, so a series is normalised alike.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True, help="Encoder precision (reduced precisions on CUDA only).")
@@ -44,10 +61,15 @@ def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int 
 @click.option("--keep-dissimilarity", is_flag=True, help="Also write the per-band normalised maps (dissimilarity.ome.zarr).")
 @click.option("--ome-zarr-version", type=click.Choice(["0.5", "0.4"]), default="0.5", show_default=True, help="0.5 (Zarr v3, sharded) or 0.4 (Zarr v2) for older tools.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--blend", type=click.Choice(["exact", "feather"]), default="exact", show_default=True, help="exact: each tile read with the encoder's full halo (identical to one whole-image pass); feather: tiles overlap by --overlap px and are cross-faded, an approximation for encoders too wide for a halo.")
+@click.option("--overlap", type=click.IntRange(min=1), default=None, metavar="PX", help="With --blend feather: px each tile extends past its core, at most half the tile (default tile 512 on CPU: at most 256).")
 def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample, stats_from,
-            device, precision, weights, keep_dissimilarity, ome_zarr_version, overwrite) -> None:
+            device, precision, weights, keep_dissimilarity, ome_zarr_version, overwrite,
+            blend, overlap) -> None:
     """Fuse SCAN (scan.json, its folder, or a multi-channel OME-TIFF/OME-Zarr) into OUT."""
     import tilex
+
+    _blend(blend, overlap, tile)
 
     opened = scan_from_options(scan, visible, band)
     with progress_bars() as progress:
@@ -55,7 +77,7 @@ def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample,
             opened, out, weights=weights, tile=tile, norm=norm, threshold=threshold, clip=clip,
             stats_sample=stats_sample, stats_from=stats_from, device=device, precision=precision,
             keep_normalised=keep_dissimilarity, ome_zarr_version=ome_zarr_version,
-            overwrite=overwrite, progress=progress,
+            overwrite=overwrite, progress=progress, blend=blend, overlap=overlap,
         )
     h, w = report.shape
     click.echo(

@@ -40,7 +40,7 @@ __all__ = [
     "sample_regions",
 ]
 
-AUTO_FULL_PIXELS = 16 * 2**20
+AUTO_FULL_PIXELS = 4 * 2**20
 """With ``sample=None`` (auto), scans up to this many pixels are measured in full."""
 
 AUTO_FRACTION = 0.05
