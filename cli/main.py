@@ -79,10 +79,4 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 
 
 for _name in _COMMANDS:
-    try:
-        _module = importlib.import_module(f"tilex.cli.{_name}")
-    except ModuleNotFoundError as _err:  # a command not written yet
-        if _err.name != f"tilex.cli.{_name}":
-            raise
-        continue
-    main.add_command(_module.command)
+    main.add_command(importlib.import_module(f"tilex.cli.{_name}").command)

@@ -71,7 +71,7 @@ def fused(scan, encoder, *, tile, norm="band", unit=None, readers=2, depth=3, st
 
 @pytest.fixture(scope="module")
 def case():
-    scan = random_scan(1000, 777, 5, seed=1)
+    scan = random_scan(1000, 777, 3, seed=1)
     encoder = random_encoder(seed=2)
     whole, stats = fused(scan, encoder, tile=1024)
     return scan, encoder, whole, stats

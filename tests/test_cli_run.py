@@ -1,0 +1,142 @@
+"""``tilex run``, ``tilex demo`` and the group options, end to end on small scans."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import tilex
+from tilex.cli.main import main
+from tilex.omezarr import open_output
+from tilex.synthetic import MASK_FILE, roc_auc
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    return tilex.synth(tmp_path_factory.mktemp("scan") / "scan", size=(200, 150), bands=3, seed=5)
+
+
+def one_error_line(result, *fragments: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tilex: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_version_and_help():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"tilex {tilex.__version__}"
+    result = invoke("--help")
+    for name in ("demo", "synth", "run", "info", "preview", "export", "validate"):
+        assert name in result.stdout
+    for name in ("demo", "synth", "run", "info", "preview", "export", "validate"):
+        sub = invoke(name, "--help")
+        assert sub.exit_code == 0 and "Usage" in sub.stdout
+
+
+def test_run_writes_a_complete_valid_output(scan, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("-q", "run", scan, "-o", out, "--device", "cpu", "--tile", "64")
+    assert result.exit_code == 0, result.stderr
+    assert "wrote" in result.stdout and "Mpx/s" in result.stdout
+    meta = json.loads((out / "tilex.json").read_text())
+    assert meta["state"] == "complete"
+    assert meta["parameters"]["halo"] == 6 and meta["parameters"]["tile"] == 64
+    assert len(meta["stats"]["lo"]) == 3
+    # level 0 on disk equals the engine's in-memory result
+    memory = tilex.run(scan, None, device="cpu", tile=64).sink
+    output = open_output(out)
+    np.testing.assert_array_equal(output["winner"].levels[0][...], memory.winner)
+    np.testing.assert_array_equal(output["score"].levels[0][0], memory.score)
+    np.testing.assert_array_equal(output["overlay"].levels[0][...], memory.overlay)
+    checked = invoke("validate", out)
+    assert checked.exit_code == 0, checked.stdout + checked.stderr
+
+
+def test_run_refuses_existing_output(scan, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "something").write_text("keep me")
+    one_error_line(invoke("run", scan, "-o", out, "--device", "cpu"), str(out), "--overwrite")
+    assert (out / "something").read_text() == "keep me"
+
+
+def test_stats_from_reuses_statistics(scan, tmp_path):
+    first = tilex.run(scan, tmp_path / "a", device="cpu", tile=64)
+    result = invoke("-q", "run", scan, "-o", tmp_path / "b", "--device", "cpu", "--stats-from", tmp_path / "a")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((tmp_path / "b" / "tilex.json").read_text())
+    assert meta["stats"]["lo"] == list(first.stats.lo) and meta["stats"]["hi"] == list(first.stats.hi)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--clip", "5"], ["--clip"]),
+        (["--clip", "90,10"], ["--clip"]),
+        (["--stats-sample", "0"], ["--stats-sample"]),
+        (["--tile", "100"], ["--tile"]),
+        (["--threshold", "2"], ["--threshold"]),
+        (["--device", "tpu"], ["tpu"]),
+        (["--device", "cuda:3"], ["cuda:3", "--device cpu"]),
+        (["--precision", "fp16", "--device", "cpu"], ["fp16"]),
+        (["--blend", "feather"], ["--overlap"]),
+    ],
+)
+def test_run_bad_options(scan, tmp_path, args, fragments):
+    result = invoke("run", scan, "-o", tmp_path / "out", *args)
+    if result.exit_code == 2 and result.stderr.startswith("Usage"):  # click's own usage errors
+        assert "Traceback" not in result.stderr
+        assert any(f in result.stderr for f in fragments), result.stderr
+    else:
+        one_error_line(result, *fragments)
+    assert not (tmp_path / "out" / "tilex.json").exists()
+
+
+def test_run_bad_weights_and_stats_source(scan, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    one_error_line(invoke("run", scan, "-o", tmp_path / "o1", "--device", "cpu", "--weights", bad), "bad.safetensors")
+    one_error_line(invoke("run", scan, "-o", tmp_path / "o2", "--device", "cpu", "--stats-from", tmp_path), "tilex.json")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_run_missing_scan(tmp_path):
+    one_error_line(invoke("run", tmp_path / "nowhere.json", "-o", tmp_path / "out"), "nowhere.json")
+
+
+def test_pipeline_reveals_the_hidden_figure(tmp_path):
+    manifest = tilex.synth(tmp_path / "scan", size=(256, 256), bands=8, seed=1)
+    import tifffile
+
+    mask = tifffile.imread(manifest.parent / MASK_FILE)
+    sink = tilex.run(manifest, None, device="cpu", tile=128).sink
+    assert roc_auc(sink.score, mask) >= 0.93
+
+
+def test_demo_in_a_subprocess(tmp_path):
+    out = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "tilex.cli", "demo", str(out), "--size", "160x200", "--bands", "3", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "preview.png" in run.stdout and "napari" in run.stdout
+    assert all(r.ok or r.skipped for r in tilex.validate_output(out / "result"))
+    picture = np.asarray(Image.open(out / "preview.png").convert("L"), dtype=np.float32)
+    assert picture.std() > 10, "the preview is blank"
+    again = subprocess.run([sys.executable, "-m", "tilex.cli", "demo", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
