@@ -1,0 +1,473 @@
+"""Feathered blending: seamless (approximate) tiling for encoders too wide for a halo.
+
+The exact mode (:mod:`tilex.engine`) reads every tile with a halo equal to the
+encoder's receptive-field radius, so the tiled result *is* the whole-image
+result. An encoder whose field is hundreds of pixels wide makes that halo too
+costly; cutting it short leaves visible steps at the tile borders, where each
+tile's zero padding shades its edge. The feathered mode trades exactness for
+continuity: tiles overlap, and their per-band dissimilarities are cross-faded
+with a smooth partition of unity *before* the fusion.
+
+Geometry
+--------
+The cores are the engine's grid (side ``T``, anchored at (0, 0)). Tile
+``(r, c)`` is encoded over its *extent*: its core grown by ``overlap`` px on
+every side (``o``), clipped at the scan border -- the encoder radius plays no
+part. Along each axis a tile's weight is 1, except across ``[e - o, e + o)``
+around each *interior* core boundary ``e``, where it ramps with a raised
+cosine (zero slope at both ends)::
+
+    rise(y) = 0.5 - 0.5 cos(pi t),   t = (y + 0.5 - (e - o)) / (2 o)
+
+The tile after ``e`` rises, the tile before falls by ``1 - rise``, so along an
+axis the weights of the (at most two) tiles over a pixel sum to 1; there is no
+ramp at the scan border. ``1 <= o <= T / 2`` keeps neighbouring ramps apart.
+The 2-D weight is ``w_t(y, x) = wy(y) wx(x)``: a product of two partitions of
+unity is one, so ``sum_t w_t = 1`` at every pixel (tested to 1e-6).
+
+Blending and fusion
+-------------------
+Per tile ``d_t = dissimilarity(g_t, b_t)`` over the extent; the blended maps
+are ``d = sum_t w_t d_t`` and ``b = sum_t w_t b_t`` (the band features, so
+the collage is continuous too). A core is finished once the (up to nine)
+tiles whose extents reach it have been added. The fusion of a finished core
+is :func:`tilex.kernels.fuse` on ``g = 0``, ``b = d`` (then ``|0 - d_i| =
+d_i``, as ``d >= 0``), giving the winner, score and normalised maps under the
+usual contract; the collage is the blended ``b`` of the winner (0 where
+none), and the overlay uses the luminance of the visible core.
+
+Why this is approximate
+-----------------------
+Each ``d_t`` still differs from the whole-image ``d`` within the encoder's
+radius ``R`` of its extent's edge (except at the scan border, where the
+extent is clipped as the whole image is); the weights only make that error
+fade in and out smoothly instead of jumping at a border. Outside the blending
+zones only a core's own tile counts, at least ``2 overlap`` px inside its
+extent, so there the result is exact once ``overlap >= R / 2``. Inside a zone
+the tile fading out is within ``R`` of its extent's edge over the last ``R``
+px of its ramp, where its weight is small but not zero: close, never equal,
+and winners near core borders may differ from a whole-image run. Use the
+exact mode whenever the halo is affordable.
+
+For ``norm="band"`` the whole-scan ranges come from :func:`measure_stats`:
+the engine's sampled statistics with each sample block read with ``overlap``
+px of context instead of the encoder radius -- approximate, like the mode
+(they are measured on unblended ``d``).
+
+Choosing the overlap
+--------------------
+Measured on a 31 x 31 smoothing encoder (radius ``R = 15``) on a textured
+test image (``tests/test_feather.py``): with ``overlap = 8`` (about ``R / 2``) the
+largest step across a core border stays below the image's own largest step
+away from the borders, and the mean step there matches the rest of the image;
+with ``overlap = 4`` (``R / 4``) a seam shows (mean border step 1.6-1.7x the
+image's, largest 1.5x). Cutting the same tiles hard at the core border (the
+same 8 px of context, no ramp) leaves a seam 2.7x the image's largest step.
+So take ``overlap`` of at least about half the receptive-field radius; the
+result approaches the whole-image one only as ``overlap`` grows past ``R``.
+
+Order and memory
+----------------
+Cores are emitted in the engine's order (:meth:`tilex.grid.TileGrid.tiles`):
+with a sink's ``write_unit`` the cores of one unit contiguously, units in
+Morton order, so :class:`tilex.omezarr.OmeZarrSink` streams as in the exact
+mode. Tiles are encoded once each, in the order the emitted cores need them
+(each unit's cores plus the ring of tiles around them). The price is memory:
+a core waits for all its neighbours, so each started core holds weighted sums
+of ``N (C + 1) + 1`` float32 planes (``d``, ``b`` and the grey) once its own
+tile has arrived, and only the strips its neighbours gave before that. The
+frontier of the processed area is simulated at about ``1 + 2 overlap / T``
+rows of cores for row-major order (``write_unit=None``) and 1.5 to 2.6 rows
+for Morton units (50k x 50k px, ``T`` 512 or 2048, 4096 px units): e.g. about
+4 GiB for a 50k px wide scan with ``T = 512``, 8 bands and ``C = 1`` in
+Morton order. The exact mode keeps memory flat instead. Results of different
+orders agree to float32 rounding (the sums are added in another order).
+
+The blending and the fusion run on the host (NumPy / Numba) whatever the
+backend: with a CUDA backend the encoder and each tile's ``d_t`` run on the
+GPU and ``d_t``, ``b_t`` and the grey are downloaded once per tile (not yet
+run on a GPU). Resuming (``skip``) is not supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from tilex import kernels
+from tilex.engine import Engine, _Writer
+from tilex.errors import TileError
+from tilex.grid import Region, Tile, unit_of
+from tilex.sink import RunInfo, Sink, TileResult
+from tilex.stats import BandStats, StatsSpec, sample_regions
+
+__all__ = [
+    "BLEND_MODES",
+    "BlendSpec",
+    "BlendedCore",
+    "axis_weights",
+    "blend",
+    "extent_of",
+    "fuse_blended",
+    "measure_stats",
+    "run_feathered",
+    "tile_weights",
+]
+
+BLEND_MODES = ("exact", "feather")
+"""``exact``: halo = encoder radius, identical to the whole image; ``feather``: cross-faded overlaps."""
+
+
+@dataclass(frozen=True)
+class BlendSpec:
+    """How overlapping tiles are combined.
+
+    Parameters
+    ----------
+    mode
+        ``"exact"`` (the engine's halo mode) or ``"feather"``.
+    overlap
+        Feather only: px each tile extends past its core, ``>= 1``; it must
+        also be at most half the tile (:meth:`check_tile`). ``None`` for exact.
+
+    Examples
+    --------
+    >>> BlendSpec("feather", overlap=32).check_tile(512)
+    BlendSpec(mode='feather', overlap=32)
+    >>> BlendSpec("feather", overlap=300).check_tile(512)
+    Traceback (most recent call last):
+    ...
+    ValueError: feather overlap 300 px is more than half the tile (512 px); use --overlap <= 256 or a larger --tile
+    """
+
+    mode: str = "exact"
+    overlap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in BLEND_MODES:
+            raise ValueError(f"blend mode must be one of {', '.join(BLEND_MODES)}, got {self.mode!r}")
+        if self.mode == "exact":
+            if self.overlap is not None:
+                raise ValueError("overlap is only used with blend='feather'; the exact mode's halo is "
+                                 "the encoder radius")
+            return
+        if self.overlap is None:
+            raise ValueError("blend='feather' needs an overlap in px (--overlap)")
+        if isinstance(self.overlap, bool) or int(self.overlap) != self.overlap:
+            raise ValueError(f"feather overlap must be an integer number of px, got {self.overlap!r}")
+        object.__setattr__(self, "overlap", int(self.overlap))
+        if self.overlap < 1:
+            raise ValueError(f"feather overlap must be >= 1 px, got {self.overlap}")
+
+    def check_tile(self, tile: int) -> BlendSpec:
+        """Refuse an overlap wider than half of ``tile`` (ramps would overlap); return self."""
+        if self.mode == "feather" and 2 * self.overlap > tile:
+            raise ValueError(
+                f"feather overlap {self.overlap} px is more than half the tile ({tile} px); "
+                f"use --overlap <= {tile // 2} or a larger --tile"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- weights (pure)
+
+
+def _rise(overlap: int) -> np.ndarray:
+    """Raised cosine from 0 to 1 at the ``2 * overlap`` pixel centres of a ramp (float64)."""
+    t = (np.arange(2 * overlap, dtype=np.float64) + 0.5) / (2 * overlap)
+    return 0.5 - 0.5 * np.cos(np.pi * t)
+
+
+def _span(index: int, length: int, tile: int, overlap: int) -> tuple[int, int]:
+    """Extent ``[a, b)`` along one axis of the tile at ``index``."""
+    return max(index * tile - overlap, 0), min((index + 1) * tile + overlap, length)
+
+
+def axis_weights(index: int, length: int, tile: int, overlap: int) -> np.ndarray:
+    """1-D weight over the extent of the tile at ``index`` along an axis of ``length`` px.
+
+    Raised-cosine ramps across ``[e - overlap, e + overlap)`` around each
+    interior core boundary ``e``; 1 elsewhere, including at the scan border.
+    Neighbouring tiles' weights sum to 1 at every pixel (float32).
+
+    Examples
+    --------
+    >>> np.round(axis_weights(0, 8, 4, 2), 3)
+    array([1.   , 1.   , 0.962, 0.691, 0.309, 0.038], dtype=float32)
+    >>> np.round(axis_weights(1, 8, 4, 2), 3)
+    array([0.038, 0.309, 0.691, 0.962, 1.   , 1.   ], dtype=float32)
+    """
+    a, b = _span(index, length, tile, overlap)
+    weight = np.ones(b - a, dtype=np.float64)
+    rise = _rise(overlap)
+    last = -(-length // tile) - 1
+    if index > 0:  # rising ramp around the core's start e = index * tile
+        start = index * tile - overlap - a  # == 0: the extent starts with the ramp
+        n = min(2 * overlap, b - a - start)
+        weight[start:start + n] = rise[:n]
+    if index < last:  # falling ramp around the core's end
+        start = (index + 1) * tile - overlap - a
+        n = min(2 * overlap, b - a - start)  # clipped where the scan ends inside the ramp
+        weight[start:start + n] = 1.0 - rise[:n]
+    return weight.astype(np.float32)
+
+
+def extent_of(row: int, col: int, shape: tuple[int, int], tile: int, overlap: int) -> Region:
+    """The region tile ``(row, col)`` is encoded over: its core grown by ``overlap``, clipped."""
+    y0, y1 = _span(row, shape[0], tile, overlap)
+    x0, x1 = _span(col, shape[1], tile, overlap)
+    return y0, y1, x0, x1
+
+
+def tile_weights(row: int, col: int, shape: tuple[int, int], tile: int, overlap: int) -> np.ndarray:
+    """The 2-D weight ``wy(y) wx(x)`` over the extent of tile ``(row, col)`` (float32)."""
+    wy = axis_weights(row, shape[0], tile, overlap)
+    wx = axis_weights(col, shape[1], tile, overlap)
+    return np.outer(wy, wx)
+
+
+# --------------------------------------------------------------------------- blending
+
+
+@dataclass
+class BlendedCore:
+    """One finished core: blended ``d [N, h, w]``, ``b [N, C, h, w]`` and the grey ``[h, w]``."""
+
+    tile: Tile
+    d: np.ndarray
+    b: np.ndarray
+    gray: np.ndarray
+
+
+class _Core:
+    """Weighted sums over one core while the tiles reaching it arrive.
+
+    Until the core's own tile arrives its neighbours' contributions (strips
+    ``overlap`` px wide) are kept as they are; the full-size accumulators are
+    the own tile's weighted maps, so a core that has only seen neighbours holds
+    strips, not planes.
+    """
+
+    def __init__(self, tile: Tile, expected: int) -> None:
+        self.tile = tile
+        self.expected = expected
+        self.added = 0
+        self.d: np.ndarray | None = None  # [N, h, w] once the own tile arrived
+        self.b: np.ndarray | None = None  # [N, C, h, w]
+        self.gray: np.ndarray | None = None  # [h, w]
+        self.pending: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.added == self.expected
+
+    def add(self, ext: Tile, d_t: np.ndarray, b_t: np.ndarray, gray_t: np.ndarray,
+            wy: np.ndarray, wx: np.ndarray) -> None:
+        """Add ``w_t d_t`` and ``w_t b_t`` over the part of ``ext`` inside this core."""
+        cy0, cy1, cx0, cx1 = self.tile.core
+        ey0, ey1, ex0, ex1 = ext.core
+        y0, y1, x0, x1 = max(cy0, ey0), min(cy1, ey1), max(cx0, ex0), min(cx1, ex1)
+        es = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
+        cs = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+        w = np.outer(wy[es[0]], wx[es[1]])
+        wd = w * d_t[(slice(None), *es)]  # fresh float32 arrays
+        wb = w * b_t[(slice(None), slice(None), *es)]
+        if (ext.row, ext.col) == (self.tile.row, self.tile.col):  # its extent covers the core
+            self.d, self.b, self.gray = wd, wb, gray_t[es].copy()
+            for part, pd, pb in self.pending:
+                self.d[(slice(None), *part)] += pd
+                self.b[(slice(None), slice(None), *part)] += pb
+            self.pending = []
+        elif self.d is None:
+            self.pending.append((cs, wd, wb))
+        else:
+            self.d[(slice(None), *cs)] += wd
+            self.b[(slice(None), slice(None), *cs)] += wb
+        self.added += 1
+
+
+def _neighbours(row: int, col: int, rows: int, cols: int) -> list[tuple[int, int]]:
+    return [(r, c) for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)
+            if 0 <= r < rows and 0 <= c < cols]
+
+
+def _plan(engine: Engine, unit: int | None) -> tuple[list[list[Tile]], list[tuple[int, int]]]:
+    """Groups of cores in emission order, and the order to encode tiles in for them."""
+    groups: list[list[Tile]] = []
+    key = None
+    for core in engine.grid.tiles(unit):
+        k = unit_of(core.core, unit) if unit else (core.row, core.col)
+        if k != key:
+            groups.append([])
+            key = k
+        groups[-1].append(core)
+    rows, cols = engine.grid.rows, engine.grid.cols
+    done: set[tuple[int, int]] = set()
+    order: list[tuple[int, int]] = []
+    for group in groups:
+        need = sorted({rc for t in group for rc in _neighbours(t.row, t.col, rows, cols)} - done)
+        done.update(need)
+        order.extend(need)
+    return groups, order
+
+
+def blend(engine: Engine, overlap: int, *, unit: int | None = None) -> Iterator[BlendedCore]:
+    """Yield every core's blended maps once, in the engine's order for ``unit``.
+
+    Tiles are read and encoded through ``engine``'s pipeline (reader threads,
+    queue depth) over their extents; ``engine.encoder.radius`` is not used.
+
+    Parameters
+    ----------
+    engine
+        The :class:`tilex.engine.Engine` whose scan, encoder, backend and
+        tile grid to use.
+    overlap
+        Feather overlap in px, ``1 <= overlap <= tile / 2``.
+    unit
+        A sink's ``write_unit`` (cores of one unit contiguous, Morton order) or
+        ``None`` (row-major).
+    """
+    shape = tuple(engine.scan.shape)
+    tile = engine.pipeline.tile
+    BlendSpec("feather", overlap).check_tile(tile)
+    rows, cols = engine.grid.rows, engine.grid.cols
+    groups, order = _plan(engine, unit)
+    extents = []
+    for r, c in order:
+        region = extent_of(r, c, shape, tile, overlap)
+        extents.append(Tile(r, c, region, region))  # read = written = the extent, no halo
+    open_cores: dict[tuple[int, int], _Core] = {}
+    get = engine.backend.download
+    next_group = 0
+
+    for ext, (g, b, gray) in engine._stream(extents, "tiles", keep_visible=True):
+        try:
+            d_t = get(kernels.dissimilarity(g, b))
+        except Exception as err:
+            raise TileError(f"{ext.describe()}: dissimilarity failed: {err}", tile=ext) from err
+        b_t, gray_t = get(b), get(gray)
+        wy = axis_weights(ext.row, shape[0], tile, overlap)
+        wx = axis_weights(ext.col, shape[1], tile, overlap)
+        for rc in _neighbours(ext.row, ext.col, rows, cols):
+            core = open_cores.get(rc)
+            if core is None:
+                core = open_cores[rc] = _Core(engine.grid.tile_at(*rc), len(_neighbours(*rc, rows, cols)))
+            core.add(ext, d_t, b_t, gray_t, wy, wx)
+        while next_group < len(groups) and _ready(groups[next_group], open_cores):
+            for t in groups[next_group]:
+                core = open_cores.pop((t.row, t.col))
+                yield BlendedCore(core.tile, core.d, core.b, core.gray)
+            next_group += 1
+    if next_group != len(groups) or open_cores:  # a planning bug, never a user error
+        raise RuntimeError(f"feathered blend left {len(groups) - next_group} unit(s) unfinished")
+
+
+def _ready(group: list[Tile], open_cores: dict[tuple[int, int], _Core]) -> bool:
+    """Whether every core of ``group`` has received all its tiles."""
+    return all((t.row, t.col) in open_cores and open_cores[t.row, t.col].finished for t in group)
+
+
+# --------------------------------------------------------------------------- fusion and run
+
+
+def fuse_blended(core: BlendedCore, engine: Engine, lo_hi: tuple[np.ndarray, np.ndarray] | None) -> TileResult:
+    """Fuse one blended core under the engine's :class:`~tilex.engine.FusionSpec`."""
+    lo, hi = lo_hi if lo_hi else (None, None)
+    h, w = core.d.shape[1:]
+    spec = engine.fusion
+    try:
+        fused = kernels.fuse(
+            np.zeros((1, h, w), np.float32), core.d[:, None], lo, hi,
+            norm=spec.norm, threshold=spec.threshold, keep_normalised=spec.keep_normalised,
+        )
+        over = kernels.overlay(np.ascontiguousarray(core.gray), fused.score)
+    except Exception as err:
+        raise TileError(f"{core.tile.describe()}: fusion failed: {err}", tile=core.tile) from err
+    winner = fused.winner
+    pick = np.maximum(winner.astype(np.intp) - 1, 0)[None, None]
+    collage = np.take_along_axis(core.b, np.broadcast_to(pick, (1, *core.b.shape[1:])), axis=0)[0]
+    collage[:, winner == 0] = 0.0
+    return TileResult(region=core.tile.core, winner=winner, score=fused.score, collage=collage,
+                      overlay=over, normalised=fused.normalised)
+
+
+def run_feathered(engine: Engine, sink: Sink, info: RunInfo, stats: BandStats | None, overlap: int) -> None:
+    """Like :meth:`tilex.engine.Engine.run`, with feathered tiles (see the module docstring).
+
+    ``sink.abort()`` and re-raise on failure; ``sink.close()`` on success.
+
+    Examples
+    --------
+    >>> engine = Engine(scan, build_encoder(network=net, radius=40), Backend("cpu"),
+    ...                 fusion=FusionSpec(norm="pixel"))                      # doctest: +SKIP
+    >>> run_feathered(engine, MemorySink(), info, None, overlap=32)           # doctest: +SKIP
+    """
+    BlendSpec("feather", overlap).check_tile(engine.pipeline.tile)
+    if engine.fusion.norm == "band" and stats is None:
+        raise ValueError("norm='band' needs whole-scan statistics (tilex.feather.measure_stats)")
+    lo_hi = stats.arrays() if stats is not None and engine.fusion.norm == "band" else None
+    h, w = engine.scan.shape
+    total, done = h * w, 0
+    sink.open(info)
+    writer = _Writer(sink, engine.pipeline.depth)
+    start = time.perf_counter()
+    try:
+        # closing: a failed write stops the readers now, not when the generator is collected
+        with contextlib.closing(blend(engine, overlap, unit=sink.write_unit)) as cores:
+            for core in cores:
+                writer.put(fuse_blended(core, engine, lo_hi))
+                done += core.tile.pixels
+                engine.progress("tiles", done, total)
+        writer.finish()
+    except BaseException:
+        writer.cancel()
+        sink.abort()
+        raise
+    engine.timings["tiles_s"] = time.perf_counter() - start
+    info.metadata.setdefault("timings", {}).update({k: round(v, 3) for k, v in engine.timings.items()})
+    sink.close()
+
+
+def measure_stats(engine: Engine, spec: StatsSpec, overlap: int) -> BandStats:
+    """:meth:`Engine.measure_stats <tilex.engine.Engine.measure_stats>` with ``overlap`` as the halo.
+
+    Each sampled block is read with ``overlap`` px of context (clipped at the
+    border) instead of the encoder radius: the context a feathered tile gives
+    its core. Approximate, like the mode: the ranges are of unblended ``d``.
+    """
+    if overlap < 1:
+        raise ValueError(f"feather overlap must be >= 1 px, got {overlap}")
+    h, w = engine.scan.shape
+    fraction = spec.fraction_for(engine.scan.shape)
+    tiles = []
+    for y0, y1, x0, x1 in sample_regions(engine.scan.shape, fraction, spec.block):
+        read = (max(y0 - overlap, 0), min(y1 + overlap, h), max(x0 - overlap, 0), min(x1 + overlap, w))
+        tiles.append(Tile(-1, -1, (y0, y1, x0, x1), read))
+    total = sum(t.pixels for t in tiles)
+    merged, done = None, 0
+    start = time.perf_counter()
+    for tile, (g, b) in engine._stream(tiles, "stats"):
+        hist = kernels.dissimilarity_histogram(g, b)
+        hist = type(hist)(*(engine.backend.download(part) for part in hist))
+        merged = hist if merged is None else kernels.merge_histograms(merged, hist)
+        done += tile.pixels
+        engine.progress("stats", done, total)
+    engine.timings["stats_s"] = time.perf_counter() - start
+    lo = kernels.histogram_percentiles(merged, spec.clip[0])
+    hi = kernels.histogram_percentiles(merged, spec.clip[1])
+    return BandStats(
+        band_names=tuple(engine.scan.band_names),
+        lo=tuple(float(v) for v in lo),
+        hi=tuple(float(v) for v in hi),
+        clip=spec.clip,
+        sample=fraction,
+        pixels=int(total),
+        dmin=tuple(float(v) for v in merged.dmin),
+        dmax=tuple(float(v) for v in merged.dmax),
+    )
+
