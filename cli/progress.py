@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
-
-from tqdm import tqdm
+from contextlib import contextmanager
 
 from tilex.cli.main import verbosity
+from tqdm import tqdm
 
 _LABELS = {"stats": "statistics", "tiles": "fusing tiles", "synth": "writing scan"}
 

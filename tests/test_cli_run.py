@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from tilex.cli.main import main
 
 import tilex
-from tilex.cli.main import main
 from tilex.omezarr import open_output
 from tilex.synthetic import MASK_FILE, roc_auc
 

@@ -33,7 +33,22 @@ _EXPORTS = {
     "write_preview": "tilex.preview",
 }
 
-__all__ = sorted([*_EXPORTS, "TilexError", "__version__"])
+__all__ = [
+    "RunReport",
+    "Scan",
+    "TilexError",
+    "__version__",
+    "build_encoder",
+    "export_ome_tiff",
+    "load_network",
+    "open_output",
+    "open_scan",
+    "run",
+    "save_weights",
+    "synth",
+    "validate_output",
+    "write_preview",
+]
 
 
 def __getattr__(name: str) -> Any:
