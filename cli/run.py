@@ -46,6 +46,24 @@ def _blend(blend: str, overlap: int | None, tile: int | None) -> None:
         )
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    if value is None or value == "gpus":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"must be a number of workers >= 1 or 'gpus', got {value!r}")
+    return n
+
+
+def _unit(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 16 or value % 16:
+        raise click.BadParameter(f"must be a multiple of 16 of at least 16 px, got {value}")
+    return value
+
+
 @click.command("run")
 @scan_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output folder (OME-Zarr collage, score, overlay, tilex.json).")
@@ -53,7 +71,7 @@ def _blend(blend: str, overlap: int | None, tile: int | None) -> None:
 @click.option("--norm", type=click.Choice(["band", "pixel"]), default="band", show_default=True, help="Normalise each band over the whole scan (band) or across bands at each pixel (pixel).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Normalised dissimilarity at or below which a band does not count.")
 @click.option("--clip", default="1,99", show_default=True, callback=_clip, help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (0,100 = min/max).")
-@click.option("--stats-sample", type=float, default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default: all up to 4 Mpx, else 0.05).")
+@click.option("--stats-sample", type=float, default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 squares of 64 px; 1 = every pixel).")
 @click.option("--stats-from", type=click.Path(exists=True), default=None, help="Reuse the statistics of an earlier output, so a series is normalised alike.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True, help="Encoder precision (reduced precisions on CUDA only).")
@@ -63,9 +81,14 @@ def _blend(blend: str, overlap: int | None, tile: int | None) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--blend", type=click.Choice(["exact", "feather"]), default="exact", show_default=True, help="exact: each tile read with the encoder's full halo (identical to one whole-image pass); feather: tiles overlap by --overlap px and are cross-faded, an approximation for encoders too wide for a halo.")
 @click.option("--overlap", type=click.IntRange(min=1), default=None, metavar="PX", help="With --blend feather: px each tile extends past its core, at most half the tile (default tile 512 on CPU: at most 256).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into OUT: only unfinished units are computed (same inputs and options required).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on an existing dask.distributed cluster, e.g. tcp://host:8786 (see docs/cluster.md).")
+@click.option("--workers", default=None, callback=_workers, metavar="N|gpus", help="Run on N local worker processes, or one per GPU with dask-cuda ('gpus').")
+@click.option("--unit", type=int, default=4096, show_default=True, callback=_unit, help="Write unit and shard side in px: a multiple of --chunk.")
+@click.option("--chunk", type=int, default=512, show_default=True, callback=_unit, help="Chunk side in px on every pyramid level.")
 def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample, stats_from,
             device, precision, weights, keep_dissimilarity, ome_zarr_version, overwrite,
-            blend, overlap) -> None:
+            blend, overlap, resume, scheduler, workers, unit, chunk) -> None:
     """Fuse SCAN (scan.json, its folder, or a multi-channel OME-TIFF/OME-Zarr) into OUT."""
     import tilex
 
@@ -78,7 +101,11 @@ def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample,
             stats_sample=stats_sample, stats_from=stats_from, device=device, precision=precision,
             keep_normalised=keep_dissimilarity, ome_zarr_version=ome_zarr_version,
             overwrite=overwrite, progress=progress, blend=blend, overlap=overlap,
+            resume=resume, scheduler=scheduler, workers=workers, unit=unit, chunk=chunk,
         )
+    if report.already_complete:
+        click.echo(f"{report.out} is already complete: nothing to resume")
+        return
     h, w = report.shape
     click.echo(
         f"wrote {report.out} ({h}x{w}, {opened.n_bands} bands) in {report.timings['total_s']:.1f} s "
