@@ -13,6 +13,7 @@
 #   pytest   pytest -m gpu -q
 #   pipeline benchmarks/bench_pipeline.py --device cuda (GPU-sized: 8192x8192, tile 2048)
 #   kernels  benchmarks/bench_kernels.py     (when present)
+#   precision benchmarks/bench_precision.py (tf32/bf16/fp16 agreement with fp32)
 #   encoder  benchmarks/bench_encoder.py     (when present)
 # and prints the short table LAST. GPU_CHECK_COMPILE=1 adds the torch.compile
 # variants to the pipeline benchmark (about a minute more).
@@ -93,6 +94,7 @@ if [ -f benchmarks/bench_kernels.py ]; then
 else
   STEPS+=("kernels|absent|0|benchmarks/bench_kernels.py not in this copy")
 fi
+step precision 45 "$PY" benchmarks/bench_precision.py --device cuda --size 4096
 if [ -f benchmarks/bench_encoder.py ]; then
   step encoder 45 "$PY" benchmarks/bench_encoder.py
 else
