@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from tilex.cli.options import scan_from_options, scan_options
 from tilex.cli.progress import progress_bars
 

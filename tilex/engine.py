@@ -37,10 +37,11 @@ from tilex import kernels
 from tilex.device import Backend
 from tilex.errors import ScanError, TileError, TilexError
 from tilex.grid import Tile, TileGrid
+from tilex.journal import failpoint
 from tilex.sink import RunInfo, Sink, TileResult
 from tilex.stats import BandStats, StatsSpec, sample_regions
 
-__all__ = ["Engine", "FusionSpec", "PipelineSpec", "Progress", "luminance"]
+__all__ = ["Engine", "FusionSpec", "PipelineSpec", "Progress", "band_stats", "luminance"]
 
 log = logging.getLogger("tilex")
 
@@ -91,6 +92,23 @@ class PipelineSpec:
         return 2048 if backend.is_cuda else 512
 
 
+def band_stats(merged: Any, band_names: tuple[str, ...], spec: StatsSpec, fraction: float,
+               pixels: int) -> BandStats:
+    """:class:`BandStats` from a merged dissimilarity histogram (see :meth:`Engine.histogram`)."""
+    lo = kernels.histogram_percentiles(merged, spec.clip[0])
+    hi = kernels.histogram_percentiles(merged, spec.clip[1])
+    return BandStats(
+        band_names=tuple(band_names),
+        lo=tuple(float(v) for v in lo),
+        hi=tuple(float(v) for v in hi),
+        clip=spec.clip,
+        sample=fraction,
+        pixels=int(pixels),
+        dmin=tuple(float(v) for v in merged.dmin),
+        dmax=tuple(float(v) for v in merged.dmax),
+    )
+
+
 class Engine:
     """Runs a scan through an encoder and the fusion kernels, tile by tile.
 
@@ -132,30 +150,30 @@ class Engine:
     def measure_stats(self, spec: StatsSpec) -> BandStats:
         """Per-band ``[lo, hi]`` percentiles of ``d_i`` over the (sampled) scan."""
         fraction = spec.fraction_for(self.scan.shape)
-        tiles = [self._tile_for(region) for region in sample_regions(self.scan.shape, fraction, spec.block)]
+        start = time.perf_counter()
+        merged, total = self.histogram(sample_regions(self.scan.shape, fraction, spec.block))
+        self.timings["stats_s"] = time.perf_counter() - start
+        return band_stats(merged, tuple(self.scan.band_names), spec, fraction, total)
+
+    def histogram(self, regions: Iterable[tuple[int, int, int, int]]) -> tuple[Any, int]:
+        """The merged dissimilarity histogram of some regions, and their pixel count.
+
+        Histograms merge exactly, so those of disjoint region groups (computed
+        anywhere, e.g. on the workers of :mod:`tilex.distributed`) merge into
+        the same summary as one pass over all of them.
+        """
+        tiles = [self._tile_for(region) for region in regions]
         total = sum(t.pixels for t in tiles)
         merged = None
         done = 0
-        start = time.perf_counter()
         for tile, (g, b) in self._stream(tiles, "stats"):
             hist = kernels.dissimilarity_histogram(g, b)
             hist = type(hist)(*(self.backend.download(part) for part in hist))
             merged = hist if merged is None else kernels.merge_histograms(merged, hist)
             done += tile.pixels
             self.progress("stats", done, total)
-        self.timings["stats_s"] = time.perf_counter() - start
-        lo = kernels.histogram_percentiles(merged, spec.clip[0])
-        hi = kernels.histogram_percentiles(merged, spec.clip[1])
-        return BandStats(
-            band_names=tuple(self.scan.band_names),
-            lo=tuple(float(v) for v in lo),
-            hi=tuple(float(v) for v in hi),
-            clip=spec.clip,
-            sample=fraction,
-            pixels=int(total),
-            dmin=tuple(float(v) for v in merged.dmin),
-            dmax=tuple(float(v) for v in merged.dmax),
-        )
+            failpoint("stats")
+        return merged, int(total)
 
     def _tile_for(self, region: tuple[int, int, int, int]) -> Tile:
         """A tile whose core is ``region``, read with this engine's halo."""

@@ -7,8 +7,6 @@ OME-Zarr output (or into memory) and records the provenance.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -18,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tilex._version import __version__
-from tilex.device import resolve_device
+from tilex.device import resolve_device, tune_host_allocator
 from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress
-from tilex.errors import OutputExistsError
+from tilex.errors import OutputError, OutputExistsError
 from tilex.feather import BlendSpec, run_feathered
 from tilex.feather import measure_stats as measure_feathered_stats
 from tilex.sink import MemorySink, RunInfo, Sink
@@ -40,6 +38,7 @@ class RunReport:
     stats: BandStats | None
     timings: dict[str, float]
     sink: Sink
+    already_complete: bool = False  # resume found nothing left to do
 
     @property
     def megapixels_per_second(self) -> float:
@@ -67,6 +66,11 @@ def run(
     progress: Progress | None = None,
     blend: str = "exact",
     overlap: int | None = None,
+    resume: bool = False,
+    scheduler: str | None = None,
+    workers: int | str | None = None,
+    unit: int = 4096,
+    chunk: int = 512,
 ) -> RunReport:
     """Find what differs between the visible image and the bands of ``scan``.
 
@@ -105,6 +109,18 @@ def run(
         ``"feather"``: tiles overlap by ``overlap`` px (at most half the tile)
         and are cross-faded, for encoders too wide for a halo; approximate
         (see :mod:`tilex.feather`).
+    resume
+        Continue the interrupted run that wrote ``out``: only unfinished write
+        units are computed, and the statistics only if they were not saved.
+        Refused (:class:`~tilex.errors.ResumeMismatchError`) when the inputs,
+        parameters or weights differ; an output already complete is left as it
+        is (``RunReport.already_complete``).  See :mod:`tilex.journal`.
+    scheduler, workers
+        Run on a dask.distributed cluster: the address of its scheduler, or
+        ``workers`` local worker processes (``"gpus"``: one per GPU with
+        dask-cuda).  See :mod:`tilex.distributed` and ``docs/cluster.md``.
+    unit, chunk
+        Write unit (shard side) and chunk side of the OME-Zarr output, px.
 
     Examples
     --------
@@ -122,8 +138,9 @@ def run(
     stats_spec = StatsSpec(clip=clip, sample=stats_sample)
     blending = BlendSpec(blend, overlap)
     out_path = None if out is None or isinstance(out, Sink) else Path(out)
-    if out_path is not None:
+    if out_path is not None and not resume:
         _check_output(out_path, overwrite)
+    _check_modes(out_path, resume, overwrite, blending, scheduler, workers)
     scan = scan if isinstance(scan, Scan) else open_scan(scan)
     reused = None
     if fusion.norm == "band" and stats_from is not None:
@@ -131,6 +148,8 @@ def run(
         reused.check_bands(tuple(scan.band_names), stats_from)
 
     backend = resolve_device(device)
+    if not backend.is_cuda:
+        tune_host_allocator()  # CPU encoder: no page faults on every tile's activations
     # channels_last is faster for these convolutions on CPU and on GPU alike
     encoder = build_encoder(weights=weights, device=backend.name, precision=precision, channels_last=True)
     pipeline = PipelineSpec(
@@ -142,11 +161,12 @@ def run(
     log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
               *scan.shape, scan.n_bands, pipeline.tile, encoder.radius, backend.name)
 
-    stats = None
-    if fusion.norm == "band":
-        stats = reused or _measure_stats(engine, stats_spec, blending)
-
-    sink = _make_sink(out, out_path, ome_zarr_version, overwrite)
+    sink = _make_sink(out, out_path, ome_zarr_version, overwrite, resume=resume, unit=unit, chunk=chunk)
+    write_unit = getattr(sink, "write_unit", None)
+    if blending.mode == "exact" and write_unit and write_unit % pipeline.tile:
+        # found now, not after the statistics pass
+        raise OutputError(f"the write unit ({write_unit} px) must be a multiple of the tile "
+                          f"({pipeline.tile} px): choose --unit or --tile accordingly")
     info = RunInfo(
         shape=tuple(scan.shape),
         band_names=tuple(scan.band_names),
@@ -154,9 +174,27 @@ def run(
         channels=encoder.channels,
         pixel_size_um=scan.pixel_size_um,
         keep_normalised=keep_normalised,
-        metadata=_provenance(scan, encoder, backend, fusion, pipeline, stats_spec, stats, stats_from,
+        metadata=_provenance(scan, encoder, backend, fusion, pipeline, stats_spec, reused, stats_from,
                              weights, precision, ome_zarr_version),
     )
+    saved = _prepare(sink, info, fusion, stats_spec)
+    if getattr(sink, "already_complete", False):
+        log.info("%s is already complete: nothing to resume", out_path)
+        return RunReport(out=out_path, shape=tuple(scan.shape), stats=saved, timings={"total_s": 0.0},
+                         sink=sink, already_complete=True)
+    if scheduler is not None or workers is not None:
+        from tilex.distributed import ClusterSpec, WorkSpec, run_on_cluster
+
+        work = WorkSpec.for_run(scan, encoder, weights, fusion, pipeline, sink, info)
+        stats, timings = run_on_cluster(ClusterSpec(scheduler, workers), work, sink, stats_spec,
+                                        saved or reused, progress=progress)
+        timings["total_s"] = time.perf_counter() - started
+        return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
+
+    stats = None
+    if fusion.norm == "band":
+        stats = saved or reused or _measure_stats(engine, stats_spec, blending)
+        info.metadata["stats"] = stats.to_dict()  # saved in OUT as the main pass opens it
     _run_engine(engine, sink, info, stats, blending)
     timings = dict(engine.timings, total_s=time.perf_counter() - started)
     return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
@@ -175,23 +213,56 @@ def _run_engine(engine: Engine, sink: Sink, info: RunInfo, stats: BandStats | No
         info.metadata["parameters"].update(blend="feather", overlap=blending.overlap)
         run_feathered(engine, sink, info, stats, blending.overlap)
     else:
-        engine.run(sink, info, stats)
+        engine.run(sink, info, stats, skip=getattr(sink, "skip", None))
+
+
+def _check_modes(out_path: Path | None, resume: bool, overwrite: bool, blending: BlendSpec,
+                 scheduler: str | None, workers: int | str | None) -> None:
+    """Refuse the combinations of --resume, a cluster and feathering that tilex cannot run."""
+    if (resume or scheduler is not None or workers is not None) and out_path is None:
+        raise OutputError("--resume and running on a cluster need an output folder (-o OUT)")
+    if scheduler is not None and workers is not None:
+        raise OutputError("give --scheduler ADDRESS or --workers N, not both")
+    if resume and overwrite:
+        raise OutputError("give --resume (continue OUT) or --overwrite (start OUT again), not both")
+    if blending.mode == "feather" and (resume or scheduler is not None or workers is not None):
+        raise OutputError("--blend feather runs in one process only, without --resume")
+
+
+def _prepare(sink: Sink, info: RunInfo, fusion: FusionSpec, stats_spec: StatsSpec) -> BandStats | None:
+    """Lay out OUT (or check the output to resume) before the statistics pass.
+
+    Returns the statistics an interrupted run saved in OUT, if any.
+    """
+    if fusion.norm == "band" and info.metadata["parameters"]["stats_sample"] is None:
+        # known before the pass, so the run's fingerprint is the same before and after it
+        info.metadata["parameters"]["stats_sample"] = stats_spec.fraction_for(info.shape)
+    prepare = getattr(sink, "prepare", None)
+    saved = prepare(info) if prepare is not None else None
+    if saved is None or fusion.norm != "band":
+        return None
+    return BandStats.from_dict(saved)
 
 
 def _check_output(path: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless asked, before any work."""
     if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"{path}: output exists; pass --overwrite to replace it, or --resume to continue "
+            "an interrupted run"
+        )
 
 
-def _make_sink(out: Any, out_path: Path | None, version: str, overwrite: bool) -> Sink:
+def _make_sink(out: Any, out_path: Path | None, version: str, overwrite: bool, *, resume: bool = False,
+               unit: int = 4096, chunk: int = 512) -> Sink:
     if out is None:
         return MemorySink()
     if out_path is None:
         return out
     from tilex.omezarr import OmeZarrSink
 
-    return OmeZarrSink(out_path, version=version, overwrite=overwrite)
+    return OmeZarrSink(out_path, version=version, overwrite=overwrite, resume=resume, unit=unit,
+                       chunk=chunk)
 
 
 def _provenance(scan, encoder, backend, fusion, pipeline, stats_spec, stats, stats_from,
@@ -226,5 +297,6 @@ def _provenance(scan, encoder, backend, fusion, pipeline, stats_spec, stats, sta
 
 def parameters_hash(metadata: dict) -> str:
     """A hash of what determines an output's pixels (inputs, parameters, weights)."""
-    keep = {k: metadata.get(k) for k in ("scan", "bands", "parameters", "weights")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+    from tilex.journal import parameters_hash as journal_hash
+
+    return journal_hash(metadata)

@@ -4,11 +4,15 @@ Layout of an output folder ``OUT/``:
 
 ``tilex.json``
     Provenance (``RunInfo.metadata``: inputs, bands, parameters, weights,
-    statistics, version, timings), the layout written here (``"output"``) and
-    ``"state"``: ``"running"`` from :meth:`OmeZarrSink.open`, ``"failed"``
-    after :meth:`OmeZarrSink.abort`, ``"complete"`` written last by
-    :meth:`OmeZarrSink.close`.  Written atomically (temp file, fsync,
-    ``os.replace``).
+    statistics, version, timings), the layout written here (``"output"``),
+    the run's fingerprint for ``--resume`` (``"resume"``) and ``"state"``:
+    ``"statistics"`` from :meth:`OmeZarrSink.prepare`, ``"running"`` from
+    :meth:`OmeZarrSink.open`, ``"failed"`` after :meth:`OmeZarrSink.abort`,
+    ``"complete"`` written last by :meth:`OmeZarrSink.close`.  Written
+    atomically (temp file, fsync, ``os.replace``).
+``.journal/``
+    Only while a run is incomplete: one marker per written unit (see
+    :mod:`tilex.journal`).
 ``collage.ome.zarr``
     The winning band's features (float32, C channels) with the label image
     ``labels/winner`` (uint8, 0 = no band wins, i = band i; ``image-label``
@@ -33,8 +37,8 @@ it is known).  See :mod:`tilex.pyramid`.
 Streaming: the sink assembles one ``unit x unit`` region of each level in
 memory and assigns it with one aligned ``array[...] = buffer``, so each shard
 (0.5) or chunk (0.4) is written whole, once, by one writer, and never read
-back.  When a unit of level ``k`` is complete it is reduced 2x into its
-parent unit of level ``k + 1``, which completes after its (up to four)
+back (in a fresh run).  When a unit of level ``k`` is complete it is reduced 2x
+into its parent unit of level ``k + 1``, which completes after its (up to four)
 children.  Any tile order works, but memory stays bounded (about two units
 per level) only when units arrive in Morton order, as the engine delivers
 them for a sink that sets ``write_unit``.
@@ -42,18 +46,33 @@ them for a sink that sets ``write_unit``.
 Group metadata (``multiscales``, ``omero``, ``image-label``) and the
 ``complete`` state are written last, at :meth:`OmeZarrSink.close`, so an
 interrupted or aborted run never looks complete.
+
+Crash safety: every written unit of every level is synced and journaled in
+``OUT/.journal`` (:mod:`tilex.journal`); ``tilex.json`` says ``"statistics"``
+from :meth:`OmeZarrSink.prepare` until the statistics are saved with
+``"running"``.  ``OmeZarrSink(..., resume=True)`` continues such an output:
+level-0 units in the journal are skipped, and a parent unit created on resume
+reads back and reduces its children that the journal holds (only those: a
+fresh run never reads back).  The ``omero`` display windows come from a
+fixed pixel lattice sampled per level-0 unit and journaled with it, so they
+do not depend on the order units were written in, on resuming or on which
+worker wrote what.
+
+Layout code (arrays, one-unit writes, manifest, group metadata) lives in
+:class:`OutputLayout`, shared with the workers of :mod:`tilex.distributed`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +80,8 @@ import numpy as np
 import zarr
 
 from tilex._version import __version__
-from tilex.errors import OutputError, OutputExistsError
+from tilex.errors import OutputError, OutputExistsError, ResumeMismatchError
+from tilex.journal import Journal, check_resumable, failpoint, fingerprint, fsync_files
 from tilex.pyramid import (
     level_shapes,
     level_transform,
@@ -74,11 +94,15 @@ from tilex.sink import RunInfo, TileResult
 __all__ = [
     "Compression",
     "ImageSpec",
+    "LayoutSpec",
     "OmeZarrSink",
     "Output",
     "OutputImage",
+    "OutputLayout",
     "band_colours",
     "open_output",
+    "read_manifest",
+    "tile_field",
     "write_json_atomic",
 ]
 
@@ -342,54 +366,91 @@ def _wrap(version: Version, attrs: dict) -> dict:
 
 # --------------------------------------------------------------------------- windows
 
+WINDOW_SAMPLES = 1 << 16
+"""About how many pixels per channel the display windows are estimated from."""
 
-class _WindowSampler:
-    """A small uniform per-channel sample of a streamed image, for display windows.
 
-    Each tile contributes every ``stride``-th pixel; when the sample outgrows
-    ``cap`` it keeps every second value and doubles the stride, so the sample
-    stays uniform over the image at about ``cap`` values per channel.
+def window_stride(shape: tuple[int, int], samples: int = WINDOW_SAMPLES) -> int:
+    """Side of the pixel lattice sampled for display windows (1: every pixel).
+
+    Examples
+    --------
+    >>> window_stride((256, 256)), window_stride((4096, 4096))
+    (1, 16)
+    """
+    h, w = shape
+    return max(1, math.ceil(math.sqrt(h * w / samples)))
+
+
+def _window_sample(data: np.ndarray, region: tuple[int, int, int, int], stride: int) -> dict:
+    """One unit's share of the display-window sample: the lattice pixels and exact extrema.
+
+    The lattice is anchored at scan pixel (0, 0), so the union of the units'
+    samples does not depend on which units were written when, or by whom.
+    """
+    y0, _, x0, _ = region
+    channels = data.shape[0]
+    flat = data.reshape(channels, -1)
+    lattice = data[:, (-y0) % stride :: stride, (-x0) % stride :: stride]
+    return {
+        "sample": lattice.reshape(channels, -1).astype(np.float32),
+        # fmin/fmax skip NaN (normalised dissimilarity keeps it) without a masked copy
+        "lo": np.fmin.reduce(flat, axis=1).astype(np.float64),
+        "hi": np.fmax.reduce(flat, axis=1).astype(np.float64),
+    }
+
+
+def _windows(channels: int, parts: list[dict]) -> list[dict[str, float]]:
+    """``omero`` windows from the units' samples: robust percentiles within exact extrema."""
+    flat = {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}
+    if not parts:
+        return [dict(flat) for _ in range(channels)]
+    sample = np.concatenate([p["sample"] for p in parts], axis=1)
+    lows = np.fmin.reduce(np.stack([p["lo"] for p in parts]), axis=0)
+    highs = np.fmax.reduce(np.stack([p["hi"] for p in parts]), axis=0)
+    out = []
+    for c in range(channels):
+        values = sample[c][np.isfinite(sample[c])]
+        if values.size == 0:
+            out.append(dict(flat))
+            continue
+        start, end = (float(v) for v in np.percentile(values, WINDOW_PERCENTILES))
+        lo, hi = float(lows[c]), float(highs[c])
+        lo, hi = (lo if np.isfinite(lo) else start), (hi if np.isfinite(hi) else end)
+        if end <= start:  # a flat channel: widen so viewers get a usable range
+            end = start + 1.0
+        out.append({"min": min(lo, start), "max": max(hi, end), "start": start, "end": end})
+    return out
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class LayoutSpec:
+    """How an output's arrays are laid out: OME-Zarr version, write unit, chunk, codec.
+
+    Examples
+    --------
+    >>> LayoutSpec(unit=256, chunk=128).zarr_format
+    3
     """
 
-    def __init__(self, channels: int, cap: int = 1 << 16) -> None:
-        self.channels, self.cap, self.stride = channels, cap, 1
-        self.parts: list[np.ndarray] = []
-        self.size = 0
-        self.lo = np.full(channels, np.inf)
-        self.hi = np.full(channels, -np.inf)
+    version: Version = "0.5"
+    unit: int = 4096
+    chunk: int = 512
+    compressor: Compression | None = Compression()  # noqa: RUF009 (frozen, immutable)
 
-    def add(self, data: np.ndarray) -> None:
-        flat = data.reshape(self.channels, -1)
-        # fmin/fmax skip NaN (normalised dissimilarity keeps it) without a masked copy
-        self.lo = np.fmin(self.lo, np.fmin.reduce(flat, axis=1))
-        self.hi = np.fmax(self.hi, np.fmax.reduce(flat, axis=1))
-        part = flat[:, :: self.stride].astype(np.float32)
-        self.parts.append(part)
-        self.size += part.shape[1]
-        if self.size > 2 * self.cap:
-            whole = np.concatenate(self.parts, axis=1)[:, ::2]
-            self.parts, self.size, self.stride = [whole], whole.shape[1], self.stride * 2
+    def __post_init__(self) -> None:
+        if self.version not in ("0.4", "0.5"):
+            raise OutputError(f"OME-Zarr version must be '0.5' or '0.4', got {self.version!r}")
+        c, u = self.chunk, self.unit
+        if c < 1 or u < c or u % c or u % 2:
+            raise OutputError(f"write unit {u} must be an even multiple of the chunk {c}")
 
-    def windows(self) -> list[dict[str, float]]:
-        if not self.parts:
-            return [{"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}] * self.channels
-        sample = np.concatenate(self.parts, axis=1)
-        out = []
-        for c in range(self.channels):
-            values = sample[c][np.isfinite(sample[c])]
-            if values.size == 0:
-                out.append({"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0})
-                continue
-            start, end = (float(v) for v in np.percentile(values, WINDOW_PERCENTILES))
-            lo, hi = float(self.lo[c]), float(self.hi[c])
-            lo, hi = (lo if np.isfinite(lo) else start), (hi if np.isfinite(hi) else end)
-            if end <= start:  # a flat channel: widen so viewers get a usable range
-                end = start + 1.0
-            out.append({"min": min(lo, start), "max": max(hi, end), "start": start, "end": end})
-        return out
-
-
-# --------------------------------------------------------------------------- sink
+    @property
+    def zarr_format(self) -> int:
+        return 3 if self.version == "0.5" else 2
 
 
 @dataclass
@@ -409,12 +470,345 @@ class _Unit:
         return (y1 - y0) * (x1 - x0)
 
 
-@dataclass
-class _Layout:
-    info: RunInfo
-    images: list[ImageSpec]
-    shapes: list[tuple[int, int]]
-    arrays: dict[str, list[Any]] = field(default_factory=dict)  # name -> zarr array per level
+class OutputLayout:
+    """The arrays and metadata of one output folder, shared by every writer.
+
+    Creates or opens the arrays of every level, writes one whole unit of one
+    level (one aligned assignment per image, files synced, then journaled),
+    reads one back, and writes ``tilex.json`` and the group metadata.  The
+    streaming :class:`OmeZarrSink` and the workers of :mod:`tilex.distributed`
+    both write through it, so their outputs are the same bytes.
+
+    Parameters
+    ----------
+    path : path-like
+        The output folder ``OUT``.
+    info : RunInfo
+        What the run produces (shape, bands, channels, provenance).
+    spec : LayoutSpec
+    store : callable, optional
+        ``store(path)`` returning the zarr store of one image root (default:
+        :class:`zarr.storage.LocalStore`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        info: RunInfo,
+        spec: LayoutSpec,
+        *,
+        store: Callable[[Path], Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.spec = spec
+        self.images = output_images(info)
+        self.shapes = level_shapes(info.shape, spec.chunk)
+        self.arrays: dict[str, list[Any]] = {}
+        self.journal = Journal(self.path)
+        self.stride = window_stride(info.shape)
+        self._store_factory = store or zarr.storage.LocalStore
+        self._stores: dict[str, Any] = {}
+
+    # -- geometry -------------------------------------------------------------
+
+    @property
+    def windowed(self) -> list[ImageSpec]:
+        """The images whose display windows are measured (float images)."""
+        return [s for s in self.images if not s.is_label and s.dtype != np.uint8]
+
+    def grid(self, level: int) -> tuple[int, int]:
+        """Rows and columns of write units on ``level``."""
+        h, w = self.shapes[level]
+        u = self.spec.unit
+        return -(-h // u), -(-w // u)
+
+    def units(self, level: int) -> list[tuple[int, int]]:
+        rows, cols = self.grid(level)
+        return [(r, c) for r in range(rows) for c in range(cols)]
+
+    def region(self, level: int, index: tuple[int, int]) -> tuple[int, int, int, int]:
+        h, w = self.shapes[level]
+        u = self.spec.unit
+        return (index[0] * u, min(h, (index[0] + 1) * u), index[1] * u, min(w, (index[1] + 1) * u))
+
+    def children(self, level: int, index: tuple[int, int]) -> list[tuple[int, int]]:
+        """The units of ``level - 1`` that reduce into unit ``index`` of ``level``."""
+        rows, cols = self.grid(level - 1)
+        return [
+            (2 * index[0] + dy, 2 * index[1] + dx)
+            for dy in (0, 1)
+            for dx in (0, 1)
+            if 2 * index[0] + dy < rows and 2 * index[1] + dx < cols
+        ]
+
+    def new_unit(self, level: int, index: tuple[int, int]) -> _Unit:
+        """An empty buffer for one unit of one level."""
+        region = self.region(level, index)
+        uh, uw = region[1] - region[0], region[3] - region[2]
+        data = {
+            s.name: np.zeros((uh, uw) if s.is_label else (s.channels, uh, uw), s.dtype)
+            for s in self.images
+        }
+        mask = np.zeros((uh, uw), bool) if level == 0 else None
+        return _Unit(level, index, region, data, mask=mask)
+
+    def reduce_child(self, parent: _Unit, child: tuple[int, int], data: dict[str, np.ndarray]) -> int:
+        """Reduce a finished child unit 2x into its place in ``parent``; the pixels filled."""
+        half = self.spec.unit // 2
+        oy, ox = (child[0] % 2) * half, (child[1] % 2) * half
+        rh = rw = 0
+        for spec in self.images:
+            reduced = spec.reduce(data[spec.name])
+            rh, rw = reduced.shape[-2:]
+            parent.data[spec.name][..., oy : oy + rh, ox : ox + rw] = reduced
+        return rh * rw
+
+    # -- arrays ---------------------------------------------------------------
+
+    def _store(self, root: str) -> Any:
+        store = self._stores.get(root)
+        if store is None:
+            store = self._stores[root] = self._store_factory(self.path / root)
+        return store
+
+    def create_arrays(self) -> None:
+        """Create the (empty) groups and the arrays of every level, then journal that."""
+        fmt = self.spec.zarr_format
+        codec = [self.spec.compressor.codec(fmt)] if self.spec.compressor else None
+        for spec in self.images:
+            root, _, sub = spec.path.partition("/")
+            fresh = root not in self._stores
+            store = self._store(root)
+            if fresh:
+                zarr.open_group(store, mode="w", zarr_format=fmt)
+            if sub:  # labels/winner: create the intermediate groups, metadata comes at close
+                zarr.open_group(store, path="labels", mode="a", zarr_format=fmt)
+                zarr.open_group(store, path=sub, mode="a", zarr_format=fmt)
+            arrays = []
+            for k, (h, w) in enumerate(self.shapes):
+                lead = () if spec.is_label else (int(spec.channels or 1),)
+                kwargs: dict[str, Any] = {
+                    "shape": (*lead, h, w),
+                    "dtype": spec.dtype,
+                    "chunks": (*(1,) * len(lead), self.spec.chunk, self.spec.chunk),
+                    "compressors": codec,
+                    "fill_value": 0,
+                    "zarr_format": fmt,
+                }
+                if fmt == 3:
+                    kwargs["shards"] = (*(1,) * len(lead), self.spec.unit, self.spec.unit)
+                    kwargs["dimension_names"] = ["y", "x"] if spec.is_label else ["c", "y", "x"]
+                else:
+                    kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+                name = f"{sub}/{k}" if sub else str(k)
+                arrays.append(zarr.create_array(store, name=name, **kwargs))
+            self.arrays[spec.name] = arrays
+        self.journal.mark_arrays()
+
+    def open_arrays(self) -> None:
+        """Open the arrays :meth:`create_arrays` made (on resume, and on workers)."""
+        for spec in self.images:
+            root, _, sub = spec.path.partition("/")
+            store = self._store(root)
+            self.arrays[spec.name] = [
+                zarr.open_array(store, path=f"{sub}/{k}" if sub else str(k), mode="r+",
+                                zarr_format=self.spec.zarr_format)  # type: ignore[arg-type]
+                for k in range(len(self.shapes))
+            ]
+
+    def remove_partial_files(self) -> None:
+        """Delete zarr's temporary ``*.partial`` files left by a killed writer."""
+        for spec in self.images:
+            root = self.path / spec.path.partition("/")[0]
+            for folder, _, files in os.walk(root):
+                for name in files:
+                    if name.endswith(".partial"):
+                        os.unlink(os.path.join(folder, name))
+
+    def _files(self, array: Any, level: int, index: tuple[int, int], root: str) -> list[Path]:
+        """The local files holding one unit of one array (for fsync)."""
+        store = self._store(root)
+        if not isinstance(store, zarr.storage.LocalStore):
+            return []  # remote stores: durability is the store's (e.g. an object store's PUT)
+        base = Path(store.root) / array.path
+        lead = [(c,) for c in range(array.shape[0])] if array.ndim == 3 else [()]
+        if self.spec.zarr_format == 3:  # one shard per unit (and channel)
+            keys = [array.metadata.encode_chunk_key((*c, *index)) for c in lead]
+        else:
+            y0, y1, x0, x1 = self.region(level, index)
+            ch = self.spec.chunk
+            keys = [
+                array.metadata.encode_chunk_key((*c, cy, cx))
+                for c in lead
+                for cy in range(y0 // ch, -(-y1 // ch))
+                for cx in range(x0 // ch, -(-x1 // ch))
+            ]
+        return [base / key for key in keys]
+
+    def write_unit(self, level: int, index: tuple[int, int], data: dict[str, np.ndarray]) -> None:
+        """One aligned assignment per image (whole shards / chunks), then fsync their files."""
+        y0, y1, x0, x1 = self.region(level, index)
+        files: list[Path] = []
+        for spec in self.images:
+            array = self.arrays[spec.name][level]
+            array[..., y0:y1, x0:x1] = data[spec.name]
+            files += self._files(array, level, index, spec.path.partition("/")[0])
+        fsync_files(files)
+
+    def commit_unit(self, level: int, index: tuple[int, int], data: dict[str, np.ndarray]) -> None:
+        """Write a finished unit durably, then journal it (with its window sample at level 0)."""
+        self.write_unit(level, index, data)
+        payload = None
+        if level == 0:
+            region = self.region(0, index)
+            payload = {}
+            for spec in self.windowed:
+                values = data[spec.name]
+                part = _window_sample(values, region, self.stride)
+                payload.update({f"{spec.name}.{k}": v for k, v in part.items()})
+        failpoint("unit" if level == 0 else f"level{level}")
+        self.journal.mark(level, index, payload)
+
+    def read_unit(self, level: int, index: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Read one written unit of one level back (resume and the distributed pyramid)."""
+        y0, y1, x0, x1 = self.region(level, index)
+        return {
+            spec.name: np.asarray(self.arrays[spec.name][level][..., y0:y1, x0:x1])
+            for spec in self.images
+        }
+
+    def assemble_parent(self, level: int, index: tuple[int, int]) -> _Unit:
+        """Unit ``index`` of ``level`` reduced from its written children on ``level - 1``."""
+        parent = self.new_unit(level, index)
+        for child in self.children(level, index):
+            parent.covered += self.reduce_child(parent, child, self.read_unit(level - 1, child))
+        return parent
+
+    # -- metadata -------------------------------------------------------------
+
+    def windows(self) -> dict[str, list[dict[str, float]]]:
+        """Display windows of the float images, from the level-0 journal samples."""
+        parts: dict[str, list[dict]] = {s.name: [] for s in self.windowed}
+        for index in self.units(0):
+            payload = self.journal.payload(0, index)
+            for name, found in parts.items():
+                found.append({k: payload[f"{name}.{k}"] for k in ("sample", "lo", "hi")})
+        return {s.name: _windows(int(s.channels or 1), parts[s.name]) for s in self.windowed}
+
+    def write_group_metadata(self) -> None:
+        """``multiscales``, ``omero`` and ``image-label`` of every image; labels first."""
+        windows = self.windows()
+        for spec in sorted(self.images, key=lambda s: not s.is_label):
+            self._write_group(spec, windows.get(spec.name))
+
+    def _write_group(self, spec: ImageSpec, windows: list[dict[str, float]] | None) -> None:
+        root, _, sub = spec.path.partition("/")
+        store = self._store(root)
+        info, version, fmt = self.info, self.spec.version, self.spec.zarr_format
+        attrs: dict[str, Any] = {
+            "multiscales": [_multiscales(spec, len(self.shapes), info.pixel_size_um, version)]
+        }
+        if spec.is_label:
+            attrs["image-label"] = _image_label(info, version)
+            group = zarr.open_group(store, path=sub, mode="r+", zarr_format=fmt)
+            group.attrs.update(_wrap(version, attrs))
+            labels = zarr.open_group(store, path="labels", mode="r+", zarr_format=fmt)
+            labels.attrs.update(_wrap(version, {"labels": [sub.rsplit("/", 1)[-1]]}))
+            return
+        if windows is None:
+            windows = [{"min": 0.0, "max": 255.0, "start": 0.0, "end": 255.0}] * int(spec.channels or 1)
+        attrs["omero"] = _omero(spec, windows, version)
+        group = zarr.open_group(store, mode="r+", zarr_format=fmt)
+        group.attrs.update(_wrap(version, attrs))
+
+    def manifest(self, state: str) -> dict[str, Any]:
+        info = self.info
+        manifest: dict[str, Any] = dict(info.metadata)
+        manifest["state"] = state
+        manifest["output"] = {
+            "format": "ome-zarr",
+            "ome_zarr_version": self.spec.version,
+            "zarr_format": self.spec.zarr_format,
+            "shape": list(info.shape),
+            "unit": self.spec.unit,
+            "chunk": self.spec.chunk,
+            "levels": [list(s) for s in self.shapes],
+            "images": {s.name: s.path for s in self.images},
+            "bands": [
+                {"name": n, "wavelength_nm": w, "label_value": i + 1, "colour": _hex(c)}
+                for i, (n, w, c) in enumerate(
+                    zip(info.band_names, info.wavelengths, band_colours(info.n_bands), strict=True)
+                )
+            ],
+            "channels": info.channels,
+            "pixel_size_um": info.pixel_size_um,
+            "writer": f"tilex {__version__}",
+        }
+        manifest["resume"] = fingerprint(info.metadata)
+        return manifest
+
+    def write_manifest(self, state: str) -> None:
+        """``tilex.json`` with ``state``, written atomically."""
+        write_json_atomic(self.path / MANIFEST, self.manifest(state))
+
+    def finish(self) -> None:
+        """Group metadata, then ``"state": "complete"``, then the journal is dropped."""
+        self.write_group_metadata()
+        self.write_manifest("complete")
+        self.journal.clear()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """``tilex.json`` of an output folder, or an :class:`OutputError` saying why not."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise OutputError(
+            f"{path} is not a tilex output: no {MANIFEST} (run `tilex run ... -o {path}`)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["output"]["ome_zarr_version"]  # noqa: B018 - present in every tilex output
+    except (ValueError, KeyError, TypeError) as err:
+        raise OutputError(f"{manifest_path} is not a valid tilex manifest: {err}") from None
+    return manifest
+
+
+def check_layout_matches(path: Path, manifest: dict, info: RunInfo, spec: LayoutSpec) -> None:
+    """Refuse to resume into an output laid out otherwise (version, unit, chunk, shape)."""
+    stored = manifest["output"]
+    want = {"ome_zarr_version": spec.version, "unit": spec.unit, "chunk": spec.chunk,
+            "shape": list(info.shape)}
+    diffs = [f"{k} (output: {stored.get(k)}, now: {v})" for k, v in want.items() if stored.get(k) != v]
+    if diffs:
+        raise ResumeMismatchError(
+            f"cannot resume {path}: its layout differs: {'; '.join(diffs)} "
+            "(rerun with the original options, or start again with --overwrite)"
+        )
+
+
+# --------------------------------------------------------------------------- sink
+
+
+def tile_field(result: TileResult, spec: ImageSpec) -> np.ndarray:
+    """The array of ``result`` that feeds image ``spec``, checked and cast to its dtype."""
+    data = getattr(result, spec.field)
+    if data is None:
+        raise OutputError(f"tile {result.region} has no {spec.field!r} but the output keeps it")
+    data = np.asarray(data)
+    if spec.name == "score":
+        data = data[None]
+    y0, y1, x0, x1 = result.region
+    want = (y1 - y0, x1 - x0) if spec.is_label else (spec.channels, y1 - y0, x1 - x0)
+    if data.shape != want:
+        raise OutputError(
+            f"tile {result.region}: {spec.field} has shape {data.shape}, expected {want}"
+        )
+    if data.dtype != spec.dtype:
+        data = data.astype(spec.dtype)
+    return data
+
+
 
 
 class OmeZarrSink:
@@ -423,7 +817,9 @@ class OmeZarrSink:
     Implements the :class:`tilex.sink.Sink` protocol with ``write_unit = unit``:
     the engine completes ``unit x unit`` regions of level 0 one after another
     in Morton order; each completed unit is written with one aligned
-    assignment per image and reduced into the next level, recursively.
+    assignment per image and reduced into the next level, recursively.  Each
+    written unit is journaled (see :mod:`tilex.journal`), so a killed run can
+    be resumed.
 
     Parameters
     ----------
@@ -443,11 +839,17 @@ class OmeZarrSink:
         Blosc settings, or ``None`` for uncompressed chunks.
     workers : int
         Threads that write finished units (each unit is written by exactly one).
+    resume : bool
+        Continue the interrupted run that wrote ``path``: units its journal
+        holds are kept (:meth:`skip` tells the engine which tiles to leave
+        out) and only the others are written.
 
     Raises
     ------
     OutputExistsError
         ``path`` exists, is not empty, and ``overwrite`` is false.
+    OutputError
+        ``resume`` and ``path`` is not a tilex output.
 
     Examples
     --------
@@ -474,52 +876,103 @@ class OmeZarrSink:
         chunk: int = 512,
         compressor: Compression | None = Compression(),  # noqa: B008 (frozen, immutable)
         workers: int = 2,
+        resume: bool = False,
     ) -> None:
-        if version not in ("0.4", "0.5"):
-            raise OutputError(f"OME-Zarr version must be '0.5' or '0.4', got {version!r}")
-        if chunk < 1 or unit < chunk or unit % chunk or unit % 2:
-            raise OutputError(f"write unit {unit} must be an even multiple of the chunk {chunk}")
+        self.spec = LayoutSpec(version, unit, chunk, compressor)
         self.path = Path(path)
         self.version: Version = version
-        self.zarr_format = 3 if version == "0.5" else 2
+        self.zarr_format = self.spec.zarr_format
         self.overwrite = overwrite
+        self.resume = resume
         self.write_unit: int | None = unit
         self.unit, self.chunk = unit, chunk
         self.compressor = compressor
         self.workers = max(1, workers)
         self.state = "new"
-        self._layout: _Layout | None = None
-        self._check_target()
+        self.already_complete = False
+        self._layout: OutputLayout | None = None
+        self._restored: list[set[tuple[int, int]]] = []
+        if resume:
+            read_manifest(self.path)
+        else:
+            self._check_target()
+
+    # -- before the engine ------------------------------------------------------
+
+    def prepare(self, info: RunInfo) -> dict | None:
+        """Lay out the folder before the statistics pass, or check the one to resume.
+
+        A fresh output gets ``tilex.json`` with ``"state": "statistics"`` and
+        the run's fingerprint.  On resume the stored fingerprint and layout
+        must match ``info`` (:class:`~tilex.errors.ResumeMismatchError`
+        otherwise); returns the statistics the interrupted run saved, if it
+        got that far (``None`` otherwise).
+        """
+        if self.state != "new":
+            raise OutputError(f"sink for {self.path} was already prepared (state {self.state})")
+        if info.n_bands > 255:
+            raise OutputError(f"winner labels are uint8: at most 255 bands, got {info.n_bands}")
+        layout = OutputLayout(self.path, info, self.spec, store=self._store)
+        saved = None
+        if self.resume:
+            manifest = read_manifest(self.path)
+            check_layout_matches(self.path, manifest, info, self.spec)
+            check_resumable(self.path, manifest, info.metadata)
+            self.already_complete = manifest.get("state") == "complete"
+            if self.already_complete:  # killed between "complete" and dropping the journal
+                layout.journal.clear()
+            saved = manifest.get("stats")
+            self._restored = [layout.journal.completed(k) for k in range(len(layout.shapes))]
+        else:
+            self._check_target()
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+            layout.write_manifest("statistics")
+        self._layout = layout
+        self.state = "prepared"
+        return saved
+
+    @property
+    def layout(self) -> OutputLayout:
+        """The output's :class:`OutputLayout` (after :meth:`prepare` or :meth:`open`)."""
+        if self._layout is None:
+            raise OutputError(f"sink for {self.path} is not prepared yet")
+        return self._layout
+
+    def skip(self, tile: Any) -> bool:
+        """Whether a tile lies in a level-0 unit the resumed run already wrote."""
+        if not self._restored:
+            return False
+        return (tile.core[0] // self.unit, tile.core[2] // self.unit) in self._restored[0]
 
     # -- protocol -------------------------------------------------------------
 
     def open(self, info: RunInfo) -> None:
-        """Lay out the folder, the arrays of every level and ``tilex.json`` ("running")."""
-        if self.state != "new":
+        """Lay out the arrays of every level and ``tilex.json`` ("running")."""
+        if self.state == "new":
+            self.prepare(info)
+        elif self.state != "prepared":
             raise OutputError(f"sink for {self.path} was already opened (state {self.state})")
-        h, w = info.shape
-        if info.n_bands > 255:
-            raise OutputError(f"winner labels are uint8: at most 255 bands, got {info.n_bands}")
-        self._check_target()
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
-        layout = _Layout(info, output_images(info), level_shapes((h, w), self.chunk))
-        self._write_manifest(info, "running")
-        self._stores: dict[str, Any] = {}
-        for spec in layout.images:
-            layout.arrays[spec.name] = self._create_arrays(spec, layout.shapes)
-        self._layout = layout
+        if self.already_complete:
+            raise OutputError(f"output {self.path} is already complete: nothing to resume")
+        layout = self._layout
+        assert layout is not None
+        layout.info = info  # the statistics may have been added since prepare()
+        layout.write_manifest("running")
+        if self.resume and layout.journal.has_arrays():
+            layout.open_arrays()
+            layout.remove_partial_files()
+        else:
+            self._restored = [set() for _ in layout.shapes]
+            layout.create_arrays()
         self._units: list[dict[tuple[int, int], _Unit]] = [{} for _ in layout.shapes]
-        self._done: list[set[tuple[int, int]]] = [set() for _ in layout.shapes]
-        self._samplers = {
-            s.name: _WindowSampler(s.channels)
-            for s in layout.images
-            if not s.is_label and s.dtype != np.uint8
-        }
+        self._done: list[set[tuple[int, int]]] = [set(r) for r in self._restored]
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tilex-zarr")
         self._pending: list[Future] = []
         self.state = "running"
+        if self.resume:
+            self._complete_orphans()
 
     def write(self, result: TileResult) -> None:
         """Copy one tile core into its unit buffers; write units as they complete."""
@@ -529,8 +982,6 @@ class OmeZarrSink:
         if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
             raise OutputError(f"tile region {result.region} is outside the output shape {(h, w)}")
         fields = {s.name: self._field(result, s) for s in layout.images}
-        for name, sampler in self._samplers.items():
-            sampler.add(fields[name])
         u = self.unit
         for uy in range(y0 // u, (y1 - 1) // u + 1):
             for ux in range(x0 // u, (x1 - 1) // u + 1):
@@ -572,9 +1023,7 @@ class OmeZarrSink:
             self.abort()
             raise
         self._pool.shutdown()
-        for spec in sorted(layout.images, key=lambda s: not s.is_label):  # labels first
-            self._write_group_metadata(spec, layout)
-        self._write_manifest(layout.info, "complete")
+        layout.finish()
         self.state = "complete"
         self._units = []
 
@@ -589,7 +1038,7 @@ class OmeZarrSink:
         self._pending = []
         self._units = []
         assert self._layout is not None
-        self._write_manifest(self._layout.info, "failed")
+        self._layout.write_manifest("failed")
 
     # -- units ----------------------------------------------------------------
 
@@ -603,21 +1052,13 @@ class OmeZarrSink:
                 "once a unit is complete (shards are written once)"
             )
         assert self._layout is not None
-        h, w = self._layout.shapes[level]
-        u = self.unit
-        region = (
-            index[0] * u,
-            min(h, (index[0] + 1) * u),
-            index[1] * u,
-            min(w, (index[1] + 1) * u),
-        )
-        uh, uw = region[1] - region[0], region[3] - region[2]
-        data = {
-            s.name: np.zeros((uh, uw) if s.is_label else (s.channels, uh, uw), s.dtype)
-            for s in self._layout.images
-        }
-        mask = np.zeros((uh, uw), bool) if level == 0 else None
-        unit = self._units[level][index] = _Unit(level, index, region, data, mask=mask)
+        unit = self._units[level][index] = self._layout.new_unit(level, index)
+        if level and self._restored:
+            # resuming: the children the interrupted run wrote are read back and reduced
+            for child in self._layout.children(level, index):
+                if child in self._restored[level - 1]:
+                    data = self._layout.read_unit(level - 1, child)
+                    unit.covered += self._layout.reduce_child(unit, child, data)
         return unit
 
     def _complete(self, unit: _Unit) -> None:
@@ -628,25 +1069,31 @@ class OmeZarrSink:
         parent_level = unit.level + 1
         if parent_level == len(self._layout.shapes):
             return
-        parent = self._unit(parent_level, (unit.index[0] // 2, unit.index[1] // 2))
-        half = self.unit // 2
-        oy, ox = (unit.index[0] % 2) * half, (unit.index[1] % 2) * half
-        rh = rw = 0
-        for spec in self._layout.images:
-            reduced = spec.reduce(unit.data[spec.name])
-            rh, rw = reduced.shape[-2:]
-            parent.data[spec.name][..., oy : oy + rh, ox : ox + rw] = reduced
-        parent.covered += rh * rw
+        index = (unit.index[0] // 2, unit.index[1] // 2)
+        if self._restored and index in self._restored[parent_level]:
+            return  # the interrupted run wrote the parent after this unit's data, before its marker
+        parent = self._unit(parent_level, index)
+        parent.covered += self._layout.reduce_child(parent, unit.index, unit.data)
         if parent.covered == parent.area:
             self._complete(parent)
+
+    def _complete_orphans(self) -> None:
+        """Resuming: finish the parents whose children were all written, bottom up."""
+        assert self._layout is not None
+        for level in range(1, len(self._layout.shapes)):
+            for index in self._layout.units(level):
+                if index in self._done[level] or index in self._units[level]:
+                    continue
+                children = self._layout.children(level, index)
+                if all(c in self._restored[level - 1] for c in children):
+                    parent = self._unit(level, index)
+                    if parent.covered == parent.area:
+                        self._complete(parent)
 
     def _store_unit(self, unit: _Unit) -> None:
         """One aligned assignment per image: whole shards (0.5) / chunks (0.4), once."""
         assert self._layout is not None
-        y0, y1, x0, x1 = unit.region
-        for spec in self._layout.images:
-            array = self._layout.arrays[spec.name][unit.level]
-            array[..., y0:y1, x0:x1] = unit.data[spec.name]
+        self._layout.commit_unit(unit.level, unit.index, unit.data)
 
     def _drain(self, keep: int) -> None:
         """Wait for the oldest writes until at most ``keep`` are in flight; raise their errors."""
@@ -669,7 +1116,8 @@ class OmeZarrSink:
             return
         if not self.overwrite:
             raise OutputExistsError(
-                f"output {p} already exists: choose another folder or pass overwrite (--overwrite)"
+                f"output {p} already exists: choose another folder, pass overwrite (--overwrite) "
+                "or continue an interrupted run (--resume)"
             )
         if not (p / MANIFEST).is_file():
             raise OutputError(f"refusing to overwrite {p}: it is not empty and holds no {MANIFEST}")
@@ -678,110 +1126,14 @@ class OmeZarrSink:
         """The zarr store of one image root (tests override this to watch writes)."""
         return zarr.storage.LocalStore(path)
 
-    def _create_arrays(self, spec: ImageSpec, shapes: list[tuple[int, int]]) -> list[Any]:
-        root, _, sub = spec.path.partition("/")
-        store = self._stores.get(root)
-        if store is None:
-            store = self._stores[root] = self._store(self.path / root)
-            zarr.open_group(store, mode="w", zarr_format=self.zarr_format)
-        if sub:  # labels/winner: create the intermediate groups, metadata comes at close
-            zarr.open_group(store, path="labels", mode="a", zarr_format=self.zarr_format)
-            zarr.open_group(store, path=sub, mode="a", zarr_format=self.zarr_format)
-        codec = [self.compressor.codec(self.zarr_format)] if self.compressor else None
-        arrays = []
-        for k, (h, w) in enumerate(shapes):
-            lead = () if spec.is_label else (int(spec.channels or 1),)
-            kwargs: dict[str, Any] = {
-                "shape": (*lead, h, w),
-                "dtype": spec.dtype,
-                "chunks": (*(1,) * len(lead), self.chunk, self.chunk),
-                "compressors": codec,
-                "fill_value": 0,
-                "zarr_format": self.zarr_format,
-            }
-            if self.zarr_format == 3:
-                kwargs["shards"] = (*(1,) * len(lead), self.unit, self.unit)
-                kwargs["dimension_names"] = ["y", "x"] if spec.is_label else ["c", "y", "x"]
-            else:
-                kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-            name = f"{sub}/{k}" if sub else str(k)
-            arrays.append(zarr.create_array(store, name=name, **kwargs))
-        return arrays
-
-    def _write_group_metadata(self, spec: ImageSpec, layout: _Layout) -> None:
-        root, _, sub = spec.path.partition("/")
-        store = self._stores[root]
-        info = layout.info
-        attrs: dict[str, Any] = {
-            "multiscales": [
-                _multiscales(spec, len(layout.shapes), info.pixel_size_um, self.version)
-            ]
-        }
-        if spec.is_label:
-            attrs["image-label"] = _image_label(info, self.version)
-            group = zarr.open_group(store, path=sub, mode="r+", zarr_format=self.zarr_format)
-            group.attrs.update(_wrap(self.version, attrs))
-            labels = zarr.open_group(store, path="labels", mode="r+", zarr_format=self.zarr_format)
-            labels.attrs.update(_wrap(self.version, {"labels": [sub.rsplit("/", 1)[-1]]}))
-            return
-        sampler = self._samplers.get(spec.name)
-        windows = (
-            sampler.windows()
-            if sampler is not None
-            else [{"min": 0.0, "max": 255.0, "start": 0.0, "end": 255.0}] * int(spec.channels or 1)
-        )
-        attrs["omero"] = _omero(spec, windows, self.version)
-        group = zarr.open_group(store, mode="r+", zarr_format=self.zarr_format)
-        group.attrs.update(_wrap(self.version, attrs))
-
-    def _write_manifest(self, info: RunInfo, state: str) -> None:
-        manifest: dict[str, Any] = dict(info.metadata)
-        manifest["state"] = state
-        manifest["output"] = {
-            "format": "ome-zarr",
-            "ome_zarr_version": self.version,
-            "zarr_format": self.zarr_format,
-            "shape": list(info.shape),
-            "unit": self.unit,
-            "chunk": self.chunk,
-            "levels": [list(s) for s in level_shapes(info.shape, self.chunk)],
-            "images": {s.name: s.path for s in output_images(info)},
-            "bands": [
-                {"name": n, "wavelength_nm": w, "label_value": i + 1, "colour": _hex(c)}
-                for i, (n, w, c) in enumerate(
-                    zip(info.band_names, info.wavelengths, band_colours(info.n_bands), strict=True)
-                )
-            ],
-            "channels": info.channels,
-            "pixel_size_um": info.pixel_size_um,
-            "writer": f"tilex {__version__}",
-        }
-        write_json_atomic(self.path / MANIFEST, manifest)
-
     # -- helpers --------------------------------------------------------------
 
-    def _require_running(self) -> _Layout:
+    def _require_running(self) -> OutputLayout:
         if self.state != "running" or self._layout is None:
             raise OutputError(f"sink for {self.path} is not open for writing (state {self.state})")
         return self._layout
 
-    @staticmethod
-    def _field(result: TileResult, spec: ImageSpec) -> np.ndarray:
-        data = getattr(result, spec.field)
-        if data is None:
-            raise OutputError(f"tile {result.region} has no {spec.field!r} but the output keeps it")
-        data = np.asarray(data)
-        if spec.name == "score":
-            data = data[None]
-        y0, y1, x0, x1 = result.region
-        want = (y1 - y0, x1 - x0) if spec.is_label else (spec.channels, y1 - y0, x1 - x0)
-        if data.shape != want:
-            raise OutputError(
-                f"tile {result.region}: {spec.field} has shape {data.shape}, expected {want}"
-            )
-        if data.dtype != spec.dtype:
-            data = data.astype(spec.dtype)
-        return data
+    _field = staticmethod(tile_field)
 
 
 # --------------------------------------------------------------------------- reader
@@ -882,7 +1234,7 @@ def open_output(path: str | os.PathLike, *, require_complete: bool = True) -> Ou
     state = manifest.get("state")
     if require_complete and state != "complete":
         raise OutputError(
-            f"output {path} is incomplete (state {state!r}): the run did not finish; rerun it"
+            f"output {path} is incomplete (state {state!r}): the run did not finish; continue it with --resume or rerun it"
         )
     images: dict[str, OutputImage] = {}
     for name, rel in layout["images"].items():
