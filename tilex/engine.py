@@ -147,22 +147,27 @@ class Engine:
 
     # -- statistics pass ---------------------------------------------------
 
-    def measure_stats(self, spec: StatsSpec) -> BandStats:
-        """Per-band ``[lo, hi]`` percentiles of ``d_i`` over the (sampled) scan."""
+    def measure_stats(self, spec: StatsSpec, *, halo: int | None = None) -> BandStats:
+        """Per-band ``[lo, hi]`` percentiles of ``d_i`` over the (sampled) scan.
+
+        Each sampled block is read with ``halo`` px of context (default: the
+        encoder's radius, which makes its ``d`` exact).
+        """
         fraction = spec.fraction_for(self.scan.shape)
         start = time.perf_counter()
-        merged, total = self.histogram(sample_regions(self.scan.shape, fraction, spec.block))
+        regions = sample_regions(self.scan.shape, fraction, spec.block)
+        merged, total = self.histogram(regions, halo=halo)
         self.timings["stats_s"] = time.perf_counter() - start
         return band_stats(merged, tuple(self.scan.band_names), spec, fraction, total)
 
-    def histogram(self, regions: Iterable[tuple[int, int, int, int]]) -> tuple[Any, int]:
+    def histogram(self, regions: Iterable[tuple[int, int, int, int]], *, halo: int | None = None) -> tuple[Any, int]:
         """The merged dissimilarity histogram of some regions, and their pixel count.
 
         Histograms merge exactly, so those of disjoint region groups (computed
         anywhere, e.g. on the workers of :mod:`tilex.distributed`) merge into
         the same summary as one pass over all of them.
         """
-        tiles = [self._tile_for(region) for region in regions]
+        tiles = [self._tile_for(region, halo) for region in regions]
         total = sum(t.pixels for t in tiles)
         merged = None
         done = 0
@@ -175,10 +180,10 @@ class Engine:
             failpoint("stats")
         return merged, int(total)
 
-    def _tile_for(self, region: tuple[int, int, int, int]) -> Tile:
-        """A tile whose core is ``region``, read with this engine's halo."""
+    def _tile_for(self, region: tuple[int, int, int, int], halo: int | None = None) -> Tile:
+        """A tile whose core is ``region``, read with ``halo`` (default: the encoder's radius)."""
         h, w = self.scan.shape
-        r = self.encoder.radius
+        r = self.encoder.radius if halo is None else halo
         y0, y1, x0, x1 = region
         read = (max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w))
         return Tile(-1, -1, region, read)

@@ -103,7 +103,7 @@ from tilex.engine import Engine, _Writer
 from tilex.errors import TileError
 from tilex.grid import Region, Tile, unit_of
 from tilex.sink import RunInfo, Sink, TileResult
-from tilex.stats import BandStats, StatsSpec, sample_regions
+from tilex.stats import BandStats, StatsSpec
 
 __all__ = [
     "BLEND_MODES",
@@ -442,32 +442,5 @@ def measure_stats(engine: Engine, spec: StatsSpec, overlap: int) -> BandStats:
     """
     if overlap < 1:
         raise ValueError(f"feather overlap must be >= 1 px, got {overlap}")
-    h, w = engine.scan.shape
-    fraction = spec.fraction_for(engine.scan.shape)
-    tiles = []
-    for y0, y1, x0, x1 in sample_regions(engine.scan.shape, fraction, spec.block):
-        read = (max(y0 - overlap, 0), min(y1 + overlap, h), max(x0 - overlap, 0), min(x1 + overlap, w))
-        tiles.append(Tile(-1, -1, (y0, y1, x0, x1), read))
-    total = sum(t.pixels for t in tiles)
-    merged, done = None, 0
-    start = time.perf_counter()
-    for tile, (g, b) in engine._stream(tiles, "stats"):
-        hist = kernels.dissimilarity_histogram(g, b)
-        hist = type(hist)(*(engine.backend.download(part) for part in hist))
-        merged = hist if merged is None else kernels.merge_histograms(merged, hist)
-        done += tile.pixels
-        engine.progress("stats", done, total)
-    engine.timings["stats_s"] = time.perf_counter() - start
-    lo = kernels.histogram_percentiles(merged, spec.clip[0])
-    hi = kernels.histogram_percentiles(merged, spec.clip[1])
-    return BandStats(
-        band_names=tuple(engine.scan.band_names),
-        lo=tuple(float(v) for v in lo),
-        hi=tuple(float(v) for v in hi),
-        clip=spec.clip,
-        sample=fraction,
-        pixels=int(total),
-        dmin=tuple(float(v) for v in merged.dmin),
-        dmax=tuple(float(v) for v in merged.dmax),
-    )
+    return engine.measure_stats(spec, halo=overlap)
 
