@@ -162,3 +162,20 @@ def test_sampled_stats_close_to_full(case):
     part = engine.measure_stats(StatsSpec(clip=(1, 99), sample=0.5))
     assert part.pixels < full.pixels
     np.testing.assert_allclose(part.hi, full.hi, rtol=0.05)
+
+
+def test_fit_tile_halves_on_out_of_memory(caplog):
+    from tilex.engine import fit_tile
+
+    class SmallDevice:
+        radius = 6
+
+        def encode(self, visible, bands):
+            if visible.shape[-1] > 600:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            return visible[:1], bands[:, None]
+
+    assert fit_tile(SmallDevice(), CPU, 2048, 8) == 512
+    assert "does not fit" in caplog.text
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fit_tile(SmallDevice(), CPU, 2048, 8, minimum=1024)

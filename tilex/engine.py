@@ -41,7 +41,7 @@ from tilex.journal import failpoint
 from tilex.sink import RunInfo, Sink, TileResult
 from tilex.stats import BandStats, StatsSpec, sample_regions
 
-__all__ = ["Engine", "FusionSpec", "PipelineSpec", "Progress", "band_stats", "luminance"]
+__all__ = ["Engine", "FusionSpec", "PipelineSpec", "Progress", "band_stats", "fit_tile", "luminance"]
 
 log = logging.getLogger("tilex")
 
@@ -107,6 +107,41 @@ def band_stats(merged: Any, band_names: tuple[str, ...], spec: StatsSpec, fracti
         dmin=tuple(float(v) for v in merged.dmin),
         dmax=tuple(float(v) for v in merged.dmax),
     )
+
+
+def fit_tile(encoder: Any, backend: Backend, tile: int, n_bands: int, *, minimum: int = 128) -> int:
+    """The largest tile, from ``tile`` down by halves, whose encoding fits the device.
+
+    One trial encode of a full tile (core and halo, every band) runs before
+    the scan starts; on out-of-memory the tile is halved, with a warning, down
+    to ``minimum``. Halving keeps the tile a divisor of the write unit.
+    """
+    while True:
+        side = tile + 2 * encoder.radius
+        try:
+            visible = backend.upload(np.zeros((3, side, side), np.float32))
+            bands = backend.upload(np.zeros((n_bands, side, side), np.float32))
+            encoder.encode(visible, bands)
+            return tile
+        except Exception as err:
+            if not _out_of_memory(err) or tile // 2 < minimum:
+                raise
+            log.warning("tile %d px does not fit in device memory; trying %d px", tile, tile // 2)
+            _release_device_memory(backend)
+            tile //= 2
+        finally:
+            visible = bands = None
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return "out of memory" in str(err).lower()
+
+
+def _release_device_memory(backend: Backend) -> None:
+    if backend.is_cuda:
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 class Engine:
@@ -299,7 +334,7 @@ class Engine:
             sy, sx = tile.crop
             return self.backend.to_kernel(g[:, sy, sx]), self.backend.to_kernel(b[:, :, sy, sx])
         except Exception as err:
-            if "out of memory" in str(err).lower():
+            if _out_of_memory(err):
                 raise TileError(
                     f"{tile.describe()}: the device ran out of memory; try a smaller --tile", tile=tile
                 ) from err

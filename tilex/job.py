@@ -17,7 +17,7 @@ from typing import Any
 
 from tilex._version import __version__
 from tilex.device import resolve_device, tune_host_allocator
-from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress
+from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress, fit_tile
 from tilex.errors import OutputError, OutputExistsError
 from tilex.feather import BlendSpec, run_feathered
 from tilex.feather import measure_stats as measure_feathered_stats
@@ -152,10 +152,10 @@ def run(
         tune_host_allocator()  # CPU encoder: no page faults on every tile's activations
     # channels_last is faster for these convolutions on CPU and on GPU alike
     encoder = build_encoder(weights=weights, device=backend.name, precision=precision, channels_last=True)
-    pipeline = PipelineSpec(
-        tile=tile or PipelineSpec.default_tile(backend),
-        readers=readers or max(2, min(8, os.cpu_count() or 2)),
-    )
+    chosen = tile or PipelineSpec.default_tile(backend)
+    if backend.is_cuda:  # lower the tile, with a message, rather than fail on out-of-memory
+        chosen = fit_tile(encoder, backend, chosen, scan.n_bands)
+    pipeline = PipelineSpec(tile=chosen, readers=readers or max(2, min(8, os.cpu_count() or 2)))
     blending.check_tile(pipeline.tile)
     engine = Engine(scan, encoder, backend, fusion=fusion, pipeline=pipeline, progress=progress)
     log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
