@@ -294,9 +294,3 @@ def _provenance(scan, encoder, backend, fusion, pipeline, stats_spec, stats, sta
         "stats": stats.to_dict() if stats else None,
     }
 
-
-def parameters_hash(metadata: dict) -> str:
-    """A hash of what determines an output's pixels (inputs, parameters, weights)."""
-    from tilex.journal import parameters_hash as journal_hash
-
-    return journal_hash(metadata)
