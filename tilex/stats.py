@@ -29,8 +29,12 @@ least 64 squares (everything on a scan of at most 64 squares). Squares of
 synthetic scan (pixel features), against every pixel: ``hi`` within 1.4% of
 the range and 1.3% of winners changed at 5%; 0.4% and 0.4% at 10%. Smaller
 squares spread the same work over more places and win over larger ones
-(128 px squares at 5%: 4.8% and 3.6%). Use ``--stats-sample 1`` for exact
-statistics, or ``--stats-from`` to normalise a series alike.
+(128 px squares at 5%: 4.8% and 3.6%). The error falls with the number of
+squares: on a 2048 px scan with the encoder (52 squares at 5%) ``lo`` moved by
+9.8% of the range and 11.7% of winners changed, mostly noise pixels near the
+threshold (the ROC AUC against the hidden figure stayed 0.997). Use
+``--stats-sample 1`` for exact statistics, or ``--stats-from`` to normalise a
+series alike.
 """
 
 from __future__ import annotations
