@@ -42,6 +42,8 @@ def command(out: str, size: tuple[int, int] | None, bands: int, device: str, ove
     if root.exists() and any(root.iterdir()):
         if not overwrite:
             raise OutputExistsError(f"{root}: folder exists; pass --overwrite or choose another OUT")
+        if not ((root / "scan" / "scan.json").exists() or (root / "result" / "tilex.json").exists()):
+            raise OutputExistsError(f"{root}: not a tilex demo folder; refusing to delete it, choose another OUT")
         shutil.rmtree(root)
     backend = resolve_device(device)
     size = size or ((8192, 8192) if backend.is_cuda else (2048, 2048))

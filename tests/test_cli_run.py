@@ -140,3 +140,9 @@ def test_demo_in_a_subprocess(tmp_path):
     assert picture.std() > 10, "the preview is blank"
     again = subprocess.run([sys.executable, "-m", "tilex.cli", "demo", str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_demo_overwrite_never_deletes_a_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    one_error_line(invoke("demo", tmp_path, "--overwrite", "--device", "cpu"), "not a tilex demo folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
