@@ -110,6 +110,7 @@ log = logging.getLogger("tilex")
 
 Version = Literal["0.4", "0.5"]
 MANIFEST = "tilex.json"
+SCRATCH = ".pyramid"  # reduced children waiting for their parent, inside OUT
 WINDOW_PERCENTILES = (0.5, 99.5)
 """Robust percentiles of each channel used as its ``omero`` display window."""
 
@@ -555,13 +556,21 @@ class OutputLayout:
 
     def reduce_child(self, parent: _Unit, child: tuple[int, int], data: dict[str, np.ndarray]) -> int:
         """Reduce a finished child unit 2x into its place in ``parent``; the pixels filled."""
+        return self.place_reduced(parent, child, self.reduce(data))
+
+    def reduce(self, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A finished unit's images reduced 2x (what its parent receives)."""
+        return {spec.name: spec.reduce(data[spec.name]) for spec in self.images}
+
+    def place_reduced(self, parent: _Unit, child: tuple[int, int], reduced: dict[str, np.ndarray]) -> int:
+        """Copy a child's reduced images into their quarter of ``parent``; the pixels filled."""
         half = self.spec.unit // 2
         oy, ox = (child[0] % 2) * half, (child[1] % 2) * half
         rh = rw = 0
         for spec in self.images:
-            reduced = spec.reduce(data[spec.name])
-            rh, rw = reduced.shape[-2:]
-            parent.data[spec.name][..., oy : oy + rh, ox : ox + rw] = reduced
+            part = reduced[spec.name]
+            rh, rw = part.shape[-2:]
+            parent.data[spec.name][..., oy : oy + rh, ox : ox + rw] = part
         return rh * rw
 
     # -- arrays ---------------------------------------------------------------
@@ -968,6 +977,10 @@ class OmeZarrSink:
             layout.create_arrays()
         self._units: list[dict[tuple[int, int], _Unit]] = [{} for _ in layout.shapes]
         self._done: list[set[tuple[int, int]]] = [set(r) for r in self._restored]
+        # children reduced and spilled to disk, per parent, until the parent is whole
+        self._spilled: list[dict[tuple[int, int], set[tuple[int, int]]]] = [{} for _ in layout.shapes]
+        shutil.rmtree(self._scratch, ignore_errors=True)  # a killed run's spills: recomputed
+        self._scratch.mkdir(parents=True)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tilex-zarr")
         self._pending: list[Future] = []
         self.state = "running"
@@ -1010,6 +1023,7 @@ class OmeZarrSink:
         """
         layout = self._require_running()
         missing = [(k, idx) for k, units in enumerate(self._units) for idx in units]
+        missing += [(k, idx) for k, parents in enumerate(self._spilled) for idx in parents]
         if missing or not self._done[-1]:
             self.abort()
             where = missing[0] if missing else (0, (0, 0))
@@ -1023,6 +1037,7 @@ class OmeZarrSink:
             self.abort()
             raise
         self._pool.shutdown()
+        shutil.rmtree(self._scratch, ignore_errors=True)
         layout.finish()
         self.state = "complete"
         self._units = []
@@ -1053,42 +1068,78 @@ class OmeZarrSink:
             )
         assert self._layout is not None
         unit = self._units[level][index] = self._layout.new_unit(level, index)
-        if level and self._restored:
-            # resuming: the children the interrupted run wrote are read back and reduced
-            for child in self._layout.children(level, index):
-                if child in self._restored[level - 1]:
-                    data = self._layout.read_unit(level - 1, child)
-                    unit.covered += self._layout.reduce_child(unit, child, data)
         return unit
 
+    @property
+    def _scratch(self) -> Path:
+        """Where reduced children wait for their parent (removed when the output is done)."""
+        return self.path / SCRATCH
+
     def _complete(self, unit: _Unit) -> None:
-        assert self._layout is not None
-        del self._units[unit.level][unit.index]
+        """Store a finished unit; hand its reduction to its parent, and finish that when whole.
+
+        A parent is never held in memory while its children are computed: each
+        child's 2x reduction is spilled to ``OUT/.pyramid`` and the parent is
+        assembled only when the last child arrives. So memory holds one unit
+        being filled, the writes in flight and one parent being assembled,
+        however many pyramid levels the scan has.
+        """
+        layout = self._layout
+        assert layout is not None
+        self._units[unit.level].pop(unit.index, None)
         self._done[unit.level].add(unit.index)
+        level = unit.level + 1
+        parent = (unit.index[0] // 2, unit.index[1] // 2)
+        feeds = level < len(layout.shapes) and not (self._restored and parent in self._restored[level])
+        if feeds:  # else: the interrupted run wrote the parent after this unit, before its marker
+            self._spill(level, parent, unit.index, layout.reduce(unit.data))
+        self._drain(self.workers - 1)  # bounded in-flight writes, also when levels cascade
         self._pending.append(self._pool.submit(self._store_unit, unit))
-        parent_level = unit.level + 1
-        if parent_level == len(self._layout.shapes):
-            return
-        index = (unit.index[0] // 2, unit.index[1] // 2)
-        if self._restored and index in self._restored[parent_level]:
-            return  # the interrupted run wrote the parent after this unit's data, before its marker
-        parent = self._unit(parent_level, index)
-        parent.covered += self._layout.reduce_child(parent, unit.index, unit.data)
-        if parent.covered == parent.area:
-            self._complete(parent)
+        if feeds and self._ready(level, parent):
+            self._complete(self._assemble(level, parent))
+
+    def _spill_path(self, level: int, parent: tuple[int, int], child: tuple[int, int], name: str) -> Path:
+        return self._scratch / f"L{level}-{parent[0]}-{parent[1]}" / f"{child[0]}-{child[1]}-{name}.npy"
+
+    def _spill(self, level: int, parent: tuple[int, int], child: tuple[int, int],
+               reduced: dict[str, np.ndarray]) -> None:
+        for name, data in reduced.items():
+            path = self._spill_path(level, parent, child, name)
+            path.parent.mkdir(exist_ok=True)
+            np.save(path, data, allow_pickle=False)
+        self._spilled[level].setdefault(parent, set()).add(child)
+
+    def _ready(self, level: int, index: tuple[int, int]) -> bool:
+        """Whether every child of a parent is spilled, or was written by the interrupted run."""
+        assert self._layout is not None
+        spilled = self._spilled[level].get(index, set())
+        restored = self._restored[level - 1] if self._restored else set()
+        return all(c in spilled or c in restored for c in self._layout.children(level, index))
+
+    def _assemble(self, level: int, index: tuple[int, int]) -> _Unit:
+        """A whole parent unit from its spilled children (and, on resume, written ones read back)."""
+        layout = self._layout
+        assert layout is not None
+        unit = layout.new_unit(level, index)
+        spilled = self._spilled[level].pop(index, set())
+        for child in layout.children(level, index):
+            if child in spilled:
+                reduced = {s.name: np.load(self._spill_path(level, index, child, s.name)) for s in layout.images}
+                unit.covered += layout.place_reduced(unit, child, reduced)
+            else:  # resuming: written by the interrupted run
+                unit.covered += layout.reduce_child(unit, child, layout.read_unit(level - 1, child))
+        shutil.rmtree(self._scratch / f"L{level}-{index[0]}-{index[1]}", ignore_errors=True)
+        return unit
 
     def _complete_orphans(self) -> None:
         """Resuming: finish the parents whose children were all written, bottom up."""
         assert self._layout is not None
         for level in range(1, len(self._layout.shapes)):
             for index in self._layout.units(level):
-                if index in self._done[level] or index in self._units[level]:
+                if index in self._done[level] or index in self._spilled[level]:
                     continue
-                children = self._layout.children(level, index)
-                if all(c in self._restored[level - 1] for c in children):
-                    parent = self._unit(level, index)
-                    if parent.covered == parent.area:
-                        self._complete(parent)
+                if all(c in self._restored[level - 1] for c in self._layout.children(level, index)):
+                    self._complete(self._assemble(level, index))
 
     def _store_unit(self, unit: _Unit) -> None:
         """One aligned assignment per image: whole shards (0.5) / chunks (0.4), once."""
