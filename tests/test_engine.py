@@ -11,31 +11,11 @@ from tilex.encoder import SiameseNetwork, build_encoder
 from tilex.engine import Engine, FusionSpec, PipelineSpec
 from tilex.errors import NonFiniteError
 from tilex.grid import TileGrid
+from tilex.scan import open_scan
 from tilex.sink import MemorySink, RunInfo
 from tilex.stats import StatsSpec
 
 CPU = Backend("cpu")
-
-
-class ArrayScan:
-    """A scan held in memory, counting the pixels each read returns."""
-
-    def __init__(self, visible: np.ndarray, bands: np.ndarray) -> None:
-        self.visible, self.bands = visible, bands
-        self.shape = visible.shape[1:]
-        self.band_names = tuple(f"b{i}" for i in range(len(bands)))
-        self.wavelengths = tuple(400.0 + 100 * i for i in range(len(bands)))
-        self.n_bands = len(bands)
-        self.pixel_size_um = None
-        self.fail_at: tuple[int, int] | None = None
-
-    def read_region(self, y0, y1, x0, x1):
-        if self.fail_at and y0 <= self.fail_at[0] < y1 and x0 <= self.fail_at[1] < x1:
-            raise NonFiniteError("b0 (mem) holds NaN")
-        return self.visible[:, y0:y1, x0:x1].copy(), self.bands[:, y0:y1, x0:x1].copy()
-
-    def describe(self) -> dict:
-        return {"kind": "memory"}
 
 
 def random_encoder(seed: int):
@@ -51,9 +31,14 @@ def random_encoder(seed: int):
     return build_encoder(network=net, device="cpu")
 
 
-def random_scan(h: int, w: int, n: int, seed: int) -> ArrayScan:
+def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | None = None):
+    """A scan of random arrays in memory; ``nan_at`` puts a NaN in band 0 there."""
     rng = np.random.default_rng(seed)
-    return ArrayScan(rng.random((3, h, w), dtype=np.float32), rng.random((n, h, w), dtype=np.float32))
+    bands = rng.random((n, h, w), dtype=np.float32)
+    if nan_at:
+        bands[0][nan_at] = np.nan
+    return open_scan(visible=rng.random((3, h, w), dtype=np.float32),
+                     bands=[(f"b{i}", 400.0 + 100 * i, band) for i, band in enumerate(bands)])
 
 
 def fused(scan, encoder, *, tile, norm="band", unit=None, readers=2, depth=3, stats=None):
@@ -138,8 +123,7 @@ def test_units_complete_in_morton_order():
 
 
 def test_failing_tile_names_tile_and_aborts():
-    scan = random_scan(300, 300, 2, seed=3)
-    scan.fail_at = (200, 250)
+    scan = random_scan(300, 300, 2, seed=3, nan_at=(200, 250))
     engine = Engine(scan, random_encoder(4), CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=128))
     sink = MemorySink()
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1)

@@ -29,36 +29,24 @@ from tilex.feather import (
     tile_weights,
 )
 from tilex.grid import TileGrid, morton_order
+from tilex.scan import open_scan
 from tilex.sink import MemorySink, RunInfo
 from tilex.stats import StatsSpec
 
 CPU = Backend("cpu")
 
 
-class ArrayScan:
-    """A scan held in memory (as in test_engine.py), failing on request."""
-
-    def __init__(self, visible: np.ndarray, bands: np.ndarray) -> None:
-        self.visible, self.bands = visible, bands
-        self.shape = visible.shape[1:]
-        self.n_bands = len(bands)
-        self.band_names = tuple(f"b{i}" for i in range(self.n_bands))
-        self.wavelengths = tuple(400.0 + 100 * i for i in range(self.n_bands))
-        self.pixel_size_um = None
-        self.fail_at: tuple[int, int] | None = None
-
-    def read_region(self, y0, y1, x0, x1):
-        if self.fail_at and y0 <= self.fail_at[0] < y1 and x0 <= self.fail_at[1] < x1:
-            raise NonFiniteError("b0 (mem) holds NaN")
-        return self.visible[:, y0:y1, x0:x1].copy(), self.bands[:, y0:y1, x0:x1].copy()
-
-    def describe(self) -> dict:
-        return {"kind": "memory"}
+def array_scan(visible: np.ndarray, bands: np.ndarray):
+    """A scan of arrays in memory (bands named b0, b1, ...)."""
+    return open_scan(visible=visible, bands=[(f"b{i}", 400.0 + 100 * i, b) for i, b in enumerate(bands)])
 
 
-def random_scan(h: int, w: int, n: int, seed: int) -> ArrayScan:
+def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | None = None):
     rng = np.random.default_rng(seed)
-    return ArrayScan(rng.random((3, h, w), dtype=np.float32), rng.random((n, h, w), dtype=np.float32))
+    bands = rng.random((n, h, w), dtype=np.float32)
+    if nan_at:
+        bands[0][nan_at] = np.nan
+    return array_scan(rng.random((3, h, w), dtype=np.float32), bands)
 
 
 def random_encoder(seed: int):
@@ -155,7 +143,7 @@ class WideEncoder(nn.Module):
         return torch.tanh(3.0 * self.conv(x) - 1.0)
 
 
-def textured_scan(h: int, w: int, n: int, seed: int) -> ArrayScan:
+def textured_scan(h: int, w: int, n: int, seed: int):
     """Smooth structure (8 px cells) plus sensor noise: an image with its own variation."""
     rng = np.random.default_rng(seed)
 
@@ -165,7 +153,7 @@ def textured_scan(h: int, w: int, n: int, seed: int) -> ArrayScan:
         noisy = smooth.numpy() + 0.05 * rng.standard_normal((c, h, w), dtype=np.float32)
         return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
-    return ArrayScan(field(3), field(n))
+    return array_scan(field(3), field(n))
 
 
 def border_and_interior_steps(d: np.ndarray, tile: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +309,7 @@ def test_outputs_are_the_fusion_of_the_blended_maps(small):
         where = sink.winner == i + 1
         np.testing.assert_array_equal(sink.collage[:, where], b[i][:, where])
     assert (sink.collage[:, sink.winner == 0] == 0).all()
-    gray = np.tensordot(np.float32([0.299, 0.587, 0.114]), scan.visible, axes=1).astype(np.float32)
+    gray = np.tensordot(np.float32([0.299, 0.587, 0.114]), scan.read_region(0, h, 0, w)[0], axes=1).astype(np.float32)
     np.testing.assert_array_equal(sink.overlay, kernels.overlay_reference(gray, sink.score))
 
 
@@ -350,8 +338,7 @@ def test_band_mode_requires_stats_and_failures_abort(small):
         run_feathered(engine, MemorySink(), info, None, 8)
     with pytest.raises(ValueError, match="more than half the tile"):
         run_feathered(engine, MemorySink(), info, None, 17)
-    failing = random_scan(100, 100, 2, seed=3)
-    failing.fail_at = (70, 70)
+    failing = random_scan(100, 100, 2, seed=3, nan_at=(70, 70))
     engine = Engine(failing, encoder, CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=32))
     sink = MemorySink()
     with pytest.raises(NonFiniteError, match=r"tile \(\d, \d\) rows \d+:\d+ cols"):

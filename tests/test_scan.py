@@ -11,6 +11,7 @@ import pytest
 from tilex.errors import (
     ManifestError,
     MissingFileError,
+    NonFiniteError,
     RegistrationError,
     ScanError,
     UnsupportedFormatError,
@@ -342,3 +343,19 @@ def test_parse_band_option():
     ]:
         with pytest.raises(ScanError, match=match):
             parse_band_option(text)
+
+
+def test_arrays_in_memory_are_a_scan():
+    rng = np.random.default_rng(0)
+    visible = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)  # channels last
+    ir = rng.random((20, 30), dtype=np.float32)
+    scan = open_scan(visible=visible, bands=[("ir", 1000, ir), ("uv", None, (ir * 65535).astype(np.uint16))])
+    v, b = scan.read_region(5, 15, 10, 30)
+    np.testing.assert_allclose(v, np.moveaxis(visible, -1, 0)[:, 5:15, 10:30] / np.float32(255), rtol=1e-6)
+    np.testing.assert_array_equal(b[0], ir[5:15, 10:30])
+    assert scan.describe()["inputs"][1]["format"] == "array"
+    ir[7, 12] = np.nan
+    with pytest.raises(NonFiniteError, match=r"<ir> holds NaN"):
+        scan.read_region(0, 20, 0, 30)
+    with pytest.raises(RegistrationError, match="ir"):
+        open_scan(visible=visible, bands=[("ir", None, ir[:10])])

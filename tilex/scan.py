@@ -61,7 +61,7 @@ from tilex.errors import (
     ScanError,
     UnsupportedFormatError,
 )
-from tilex.readers import PlaneSource, open_source
+from tilex.readers import ArraySource, PlaneSource, open_source
 
 __all__ = ["MAX_BANDS", "MANIFEST_NAME", "Band", "Scan", "open_scan", "parse_band_option"]
 
@@ -73,7 +73,7 @@ _BAND_KEYS = {"name": True, "file": True, "wavelength_nm": False}
 _DIVISOR = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0, np.dtype("float32"): 1.0}
 _TRAILING_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:nm)?$", re.IGNORECASE)
 
-BandSpec = tuple[str, float | None, str | os.PathLike[str]]
+BandSpec = tuple[str, float | None, "str | os.PathLike[str] | np.ndarray"]  # path or array
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,7 @@ def _check_unique(names: Sequence[str], where: object, cls: type[ScanError] = Sc
 def open_scan(
     source: str | os.PathLike[str] | None = None,
     *,
-    visible: str | os.PathLike[str] | None = None,
+    visible: str | os.PathLike[str] | np.ndarray | None = None,
     bands: Sequence[BandSpec] | None = None,
     pixel_size_um: float | None = None,
 ) -> Scan:
@@ -309,9 +309,10 @@ def open_scan(
         multi-channel OME-TIFF / OME-Zarr / Zarr whose first three channels
         are the visible RGB.  Leave ``None`` to give ``visible`` and ``bands``.
     visible
-        The visible image (with ``bands``, instead of ``source``).
+        The visible image (with ``bands``, instead of ``source``): a path,
+        or a NumPy array ``[H, W]``, ``[3, H, W]`` or ``[H, W, 3]`` in memory.
     bands
-        ``[(name, wavelength_nm_or_None, path), ...]``.
+        ``[(name, wavelength_nm_or_None, path_or_array), ...]``.
     pixel_size_um
         Pixel size in micrometres; overrides the manifest's or OME's.
 
@@ -330,6 +331,11 @@ def open_scan(
     --------
     >>> scan = open_scan("scan.json")  # doctest: +SKIP
     >>> scan = open_scan(visible="rgb.tif", bands=[("ir1000", 1000, "ir.tif")])  # doctest: +SKIP
+    >>> import numpy as np  # arrays in memory work too (notebooks, small images)
+    >>> mem = open_scan(visible=np.zeros((3, 64, 64), np.float32),
+    ...                 bands=[("ir", 1000, np.ones((64, 64), np.float32))])
+    >>> mem.shape, mem.band_names
+    ((64, 64), ('ir',))
     >>> scan.n_bands  # doctest: +SKIP
     1
     """
@@ -353,7 +359,7 @@ def open_scan(
         specs.append((_band_name(name, ScanError), _wavelength(wavelength, name, ScanError), path))
     _check_count(len(specs), "the scan")
     _check_unique([name for name, _, _ in specs], "the scan")
-    return _open_parts(Path(visible), specs, pixel_size_um, origin=None)
+    return _open_parts(visible, specs, pixel_size_um, origin=None)
 
 
 def parse_band_option(text: str) -> tuple[str, float | None, str]:
@@ -481,22 +487,27 @@ def _check_keys(data: Any, keys: dict[str, bool], where: str, path: Path) -> Non
 
 
 def _open_parts(
-    visible: Path,
+    visible: Path | np.ndarray,
     specs: Sequence[tuple[str, float | None, Any]],
     pixel_size_um: float | None,
     origin: str | None,
 ) -> Scan:
-    opened: dict[Path, PlaneSource] = {}
+    opened: dict[Any, PlaneSource] = {}
 
-    def get(path: Path) -> PlaneSource:
+    def get(path: Any, name: str) -> PlaneSource:
+        if isinstance(path, np.ndarray):  # in memory: notebooks and tests
+            key: Any = id(path)
+            if key not in opened:
+                opened[key] = ArraySource(path, name)
+            return opened[key]
         key = Path(os.path.abspath(path))
         if key not in opened:
             opened[key] = open_source(path)
         return opened[key]
 
     try:
-        visible_source = get(visible)
-        bands = [Band(name, wl, get(Path(p)), 0) for name, wl, p in specs]
+        visible_source = get(visible, "visible")
+        bands = [Band(name, wl, get(p, name), 0) for name, wl, p in specs]
         if any(band.source is visible_source and visible_source.channels != 1 for band in bands):
             raise ScanError(
                 f"a band names the visible image {visible}, which has "
