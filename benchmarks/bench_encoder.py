@@ -89,7 +89,14 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=8, help="bands per tile and per synth scan")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (best kept)")
     parser.add_argument("--skip-auc", action="store_true", help="only the throughput table")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="keep freed buffers in the heap first, as tilex.run does on CPU "
+                             "(compare with a run without it, in a fresh process)")
     args = parser.parse_args()
+    if args.tune_allocator:
+        from tilex.device import tune_host_allocator
+
+        print(f"host allocator tuned: {tune_host_allocator()}")
 
     configs = [
         {"device": "cpu", "precision": "fp32"},
