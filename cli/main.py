@@ -31,6 +31,9 @@ class TilexGroup(click.Group):
             _fail(ctx, err, status=2)
         except TilexError as err:
             _fail(ctx, err, status=1)
+        except OSError as err:  # disk full, permissions, a vanished file: say which, briefly
+            where = f"{err.filename}: " if err.filename else ""
+            _fail(ctx, err, status=1, message=f"{where}{err.strerror or err}")
         except KeyboardInterrupt:
             click.echo("tilex: interrupted", err=True)
             ctx.exit(130)
@@ -39,12 +42,12 @@ class TilexGroup(click.Group):
         return sorted(super().list_commands(ctx))
 
 
-def _fail(ctx: click.Context, err: Exception, *, status: int) -> None:
+def _fail(ctx: click.Context, err: Exception, *, status: int, message: str | None = None) -> None:
     if verbosity(ctx) > 0:
         import traceback
 
         traceback.print_exception(err, file=sys.stderr)
-    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    message = message or (str(err).splitlines()[0] if str(err) else type(err).__name__)
     click.echo(f"tilex: error: {message}", err=True)
     ctx.exit(status)
 

@@ -146,3 +146,9 @@ def test_demo_overwrite_never_deletes_a_foreign_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     one_error_line(invoke("demo", tmp_path, "--overwrite", "--device", "cpu"), "not a tilex demo folder")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_unwritable_output_is_one_line(scan, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should go")
+    one_error_line(invoke("run", scan, "-o", blocker / "out", "--device", "cpu"), str(blocker / "out"))

@@ -934,10 +934,13 @@ class OmeZarrSink:
             self._restored = [layout.journal.completed(k) for k in range(len(layout.shapes))]
         else:
             self._check_target()
-            if self.path.exists():
-                shutil.rmtree(self.path)
-            self.path.mkdir(parents=True)
-            layout.write_manifest("statistics")
+            try:
+                if self.path.exists():
+                    shutil.rmtree(self.path)
+                self.path.mkdir(parents=True)
+                layout.write_manifest("statistics")
+            except OSError as err:
+                raise OutputError(f"cannot write the output {self.path}: {err.strerror or err}") from err
         self._layout = layout
         self.state = "prepared"
         return saved
