@@ -33,7 +33,7 @@ class TilexGroup(click.Group):
             _fail(ctx, err, status=1)
         except OSError as err:  # disk full, permissions, a vanished file: say which, briefly
             where = f"{err.filename}: " if err.filename else ""
-            _fail(ctx, err, status=1, message=f"{where}{err.strerror or err}")
+            _fail(ctx, err, status=2, message=f"{where}{err.strerror or err}")
         except KeyboardInterrupt:
             click.echo("tilex: interrupted", err=True)
             ctx.exit(130)
