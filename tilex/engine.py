@@ -211,14 +211,17 @@ class Engine:
         merged = None
         done = 0
         for item, (g, b) in self._stream(self._mosaics(tiles, halo), "stats"):
-            cores = item.cores() if isinstance(item, _Mosaic) else [(slice(None), slice(None))]
-            for sy, sx in cores:
-                hist = kernels.dissimilarity_histogram(g[:, sy, sx], b[:, :, sy, sx])
-                hist = type(hist)(*(self.backend.download(part) for part in hist))
-                merged = hist if merged is None else kernels.merge_histograms(merged, hist)
+            if isinstance(item, _Mosaic):  # the cores side by side: one histogram per mosaic
+                cores = item.cores()  # np.concatenate dispatches to CuPy for device arrays
+                g = np.concatenate([g[:, sy, sx] for sy, sx in cores], axis=-1)
+                b = np.concatenate([b[:, :, sy, sx] for sy, sx in cores], axis=-1)
+            hist = kernels.dissimilarity_histogram(g, b)
+            merged = hist if merged is None else kernels.merge_histograms(merged, hist)  # on the device
             done += item.pixels
             self.progress("stats", done, total)
             failpoint("stats")
+        if merged is not None:
+            merged = type(merged)(*(self.backend.download(part) for part in merged))
         return merged, int(total)
 
     def _mosaics(self, tiles: list[Tile], halo: int | None) -> list[Tile | _Mosaic]:
