@@ -14,7 +14,7 @@ from PIL import Image
 from tilex.cli.main import main
 
 import tilex
-from tilex.omezarr import open_output
+from tilex.output import open_output
 from tilex.synthetic import MASK_FILE, roc_auc
 
 

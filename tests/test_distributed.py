@@ -14,7 +14,7 @@ import pytest
 import tilex
 from tilex.errors import UsageError
 from tilex.journal import FAILPOINT_ENV, FAILPOINT_ONCE_ENV
-from tilex.omezarr import open_output
+from tilex.output import open_output
 
 pytest.importorskip("distributed")
 

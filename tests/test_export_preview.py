@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from tilex.errors import OutputError, OutputExistsError
 from tilex.export import export_ome_tiff
-from tilex.omezarr import OmeZarrSink, open_output
+from tilex.omezarr import OmeZarrSink
+from tilex.output import open_output
 from tilex.preview import render_preview, visible_from_overlay, write_preview
 from tilex.sink import RunInfo, TileResult
 
@@ -119,7 +120,7 @@ def test_preview_has_three_panels_and_a_legend(out, tmp_path):
 
 
 def test_preview_uses_a_small_level():
-    from tilex.omezarr import OutputImage
+    from tilex.output import OutputImage
 
     shapes = [
         (3, 40000, 30000),

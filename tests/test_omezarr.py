@@ -14,7 +14,8 @@ import zarr
 import zarr.storage
 
 from tilex.errors import OutputError, OutputExistsError
-from tilex.omezarr import Compression, OmeZarrSink, open_output
+from tilex.omezarr import Compression, OmeZarrSink
+from tilex.output import open_output
 from tilex.pyramid import level_shapes, reduce_mean, reduce_mean_uint8, reduce_mode
 from tilex.sink import MemorySink, RunInfo, Sink, TileResult
 from tilex.validate import validate_output

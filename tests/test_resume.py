@@ -24,7 +24,7 @@ from tilex.cli.main import main
 import tilex
 from tilex.errors import OutputError, ResumeMismatchError
 from tilex.journal import FAILPOINT_ENV
-from tilex.omezarr import open_output
+from tilex.output import open_output
 
 SHAPE = (320, 288)  # 3 x 3 level-0 units of 128 px; levels 320, 160, 80, 40 px
 LAYOUT = {"tile": 128, "unit": 128, "chunk": 64}
