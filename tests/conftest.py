@@ -105,3 +105,37 @@ def write_image_file(path: Path, data: np.ndarray, fmt: str, **options: Any) -> 
 def write_image() -> Callable[..., Path]:
     """:func:`write_image_file` as a fixture."""
     return write_image_file
+
+
+def _random_network(seed: int = 0):
+    """ArtExtract's SiameseNetwork with random weights and non-trivial BatchNorm statistics."""
+    import torch
+    from torch import nn
+
+    from tilex.encoder import SiameseNetwork
+
+    torch.manual_seed(seed)
+    net = SiameseNetwork()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+                m.num_batches_tracked.fill_(123)
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def random_network() -> Callable[..., Any]:
+    """``random_network(seed)``: a random SiameseNetwork (random BN statistics too)."""
+    return _random_network
+
+
+@pytest.fixture(scope="session")
+def random_encoder(random_network) -> Callable[..., Any]:
+    """``random_encoder(seed)``: a CPU encoder built on :func:`random_network`."""
+    from tilex.encoder import build_encoder
+
+    return lambda seed: build_encoder(network=random_network(seed), device="cpu")

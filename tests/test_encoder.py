@@ -31,21 +31,6 @@ ARTEXTRACT_KEYS = {
 }
 
 
-def random_network(seed: int = 0) -> SiameseNetwork:
-    """A SiameseNetwork with random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    net = SiameseNetwork()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-                m.num_batches_tracked.fill_(123)
-    return net.eval()
-
-
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -58,7 +43,7 @@ def test_parameter_names_are_artextracts():
     assert set(SiameseNetwork().state_dict()) == ARTEXTRACT_KEYS
 
 
-def test_impulse_radius_is_6_visible_5_bands_and_matches_kernels():
+def test_impulse_radius_is_6_visible_5_bands_and_matches_kernels(random_network):
     net = random_network(1)
     assert receptive_radius(net.cnn, 1) == conv_radius(net.cnn) == 5
     assert receptive_radius(nn.Sequential(net.conv, net.cnn), 3) == conv_radius(net) == 6
@@ -86,7 +71,7 @@ def test_impulse_radius_grows_past_its_first_window():
     assert receptive_radius(deep, 1) == 20
 
 
-def test_encoder_halo_is_enough_for_identical_tiles():
+def test_encoder_halo_is_enough_for_identical_tiles(random_network):
     """A crop grown by `radius` encodes its core exactly as the whole image does."""
     enc = build_encoder(network=random_network(2))
     vis, bands = rand(3, 48, 56, seed=1), rand(3, 48, 56, seed=2)
@@ -102,7 +87,7 @@ def test_encoder_halo_is_enough_for_identical_tiles():
 # BN folding and inference
 
 
-def test_folded_equals_unfolded():
+def test_folded_equals_unfolded(random_network):
     net = random_network(3)
     x = rand(2, 1, 40, 36, seed=3)
     with torch.no_grad():
@@ -118,7 +103,7 @@ def test_folded_equals_unfolded():
                                    atol=1e-5, rtol=0)
 
 
-def test_encode_shapes_chunks_and_memory_format():
+def test_encode_shapes_chunks_and_memory_format(random_network):
     enc = build_encoder(network=random_network(4))
     vis, bands = rand(3, 33, 45, seed=6), rand(7, 33, 45, seed=7)
     g, b = enc.encode(vis, bands)
@@ -176,7 +161,7 @@ def test_plugged_network_radius_measured_or_declared():
 # weights I/O
 
 
-def test_save_load_safetensors_roundtrip(tmp_path):
+def test_save_load_safetensors_roundtrip(tmp_path, random_network):
     net = random_network(5)
     path = save_weights(net, tmp_path / "w.safetensors")
     loaded = load_network(path)
@@ -188,7 +173,7 @@ def test_save_load_safetensors_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])
-def test_loads_artextract_state_dict_with_num_batches_tracked(tmp_path, fmt):
+def test_loads_artextract_state_dict_with_num_batches_tracked(tmp_path, fmt, random_network):
     net = random_network(6)
     state = net.state_dict()
     assert "cnn.bn1.num_batches_tracked" in state
@@ -206,7 +191,7 @@ def test_loads_artextract_state_dict_with_num_batches_tracked(tmp_path, fmt):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
-def test_one_error_lists_missing_unexpected_and_misshaped(tmp_path):
+def test_one_error_lists_missing_unexpected_and_misshaped(tmp_path, random_network):
     state = random_network(7).state_dict()
     del state["cnn.conv1.bias"]
     state["cnn.extra.weight"] = torch.zeros(3)
@@ -234,7 +219,7 @@ class _Payload:
         return (_record_unpickling, ())
 
 
-def test_pickled_objects_are_refused_weights_only(tmp_path):
+def test_pickled_objects_are_refused_weights_only(tmp_path, random_network):
     state = dict(random_network(8).state_dict())
     state["cnn.conv1.bias"] = _Payload()
     path = tmp_path / "evil.pt"
@@ -265,7 +250,7 @@ def test_missing_file_and_non_state_dict(tmp_path):
         load_network(tmp_path / "list.pt")
 
 
-def test_nonfinite_weights_are_refused(tmp_path):
+def test_nonfinite_weights_are_refused(tmp_path, random_network):
     net = random_network(9)
     with torch.no_grad():
         net.cnn.conv3.weight[0, 0, 0, 0] = float("nan")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from tilex.device import Backend
-from tilex.encoder import SiameseNetwork, build_encoder
 from tilex.engine import Engine, FusionSpec, PipelineSpec
 from tilex.errors import NonFiniteError
 from tilex.grid import TileGrid
@@ -16,19 +15,6 @@ from tilex.sink import MemorySink, RunInfo
 from tilex.stats import StatsSpec
 
 CPU = Backend("cpu")
-
-
-def random_encoder(seed: int):
-    torch.manual_seed(seed)
-    net = SiameseNetwork()
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.1, 0.1)
-    return build_encoder(network=net, device="cpu")
 
 
 def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | None = None):
@@ -55,7 +41,7 @@ def fused(scan, encoder, *, tile, norm="band", unit=None, readers=2, depth=3, st
 
 
 @pytest.fixture(scope="module")
-def case():
+def case(random_encoder):
     scan = random_scan(1000, 777, 3, seed=1)
     encoder = random_encoder(seed=2)
     whole, stats = fused(scan, encoder, tile=1024)
@@ -122,7 +108,7 @@ def test_units_complete_in_morton_order():
     assert len(units) == 16
 
 
-def test_failing_tile_names_tile_and_aborts():
+def test_failing_tile_names_tile_and_aborts(random_encoder):
     scan = random_scan(300, 300, 2, seed=3, nan_at=(200, 250))
     engine = Engine(scan, random_encoder(4), CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=128))
     sink = MemorySink()
@@ -132,7 +118,7 @@ def test_failing_tile_names_tile_and_aborts():
     assert not sink.closed
 
 
-def test_band_mode_requires_stats():
+def test_band_mode_requires_stats(random_encoder):
     scan = random_scan(64, 64, 2, seed=3)
     engine = Engine(scan, random_encoder(4), CPU, pipeline=PipelineSpec(tile=64))
     with pytest.raises(ValueError, match="statistics"):

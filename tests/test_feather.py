@@ -16,7 +16,7 @@ from torch import nn
 
 from tilex import kernels
 from tilex.device import Backend
-from tilex.encoder import SiameseNetwork, build_encoder
+from tilex.encoder import build_encoder
 from tilex.engine import Engine, FusionSpec, PipelineSpec
 from tilex.errors import NonFiniteError
 from tilex.feather import (
@@ -48,19 +48,6 @@ def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | 
         bands[0][nan_at] = np.nan
     return array_scan(rng.random((3, h, w), dtype=np.float32), bands)
 
-
-def random_encoder(seed: int):
-    """ArtExtract's architecture (radius 6) with random weights and non-trivial BatchNorms."""
-    torch.manual_seed(seed)
-    net = SiameseNetwork()
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.1, 0.1)
-    return build_encoder(network=net, device="cpu")
 
 # --------------------------------------------------------------------------- weights
 
@@ -269,7 +256,7 @@ class RecordingSink(MemorySink):
 
 
 @pytest.fixture(scope="module")
-def small():
+def small(random_encoder):
     scan = random_scan(150, 170, 3, seed=5)
     return scan, random_encoder(seed=6)
 
@@ -313,7 +300,7 @@ def test_outputs_are_the_fusion_of_the_blended_maps(small):
     np.testing.assert_array_equal(sink.overlay, kernels.overlay_reference(gray, sink.score))
 
 
-def test_feather_with_overlap_at_the_radius_is_close_to_exact():
+def test_feather_with_overlap_at_the_radius_is_close_to_exact(random_encoder):
     scan = random_scan(200, 190, 4, seed=1)
     encoder = random_encoder(seed=2)  # ArtExtract architecture, radius 6
     engine = Engine(scan, encoder, CPU, fusion=FusionSpec(keep_normalised=True), pipeline=PipelineSpec(tile=64))
