@@ -3,7 +3,7 @@
 Each case draws host (NumPy) inputs with Hypothesis, names the oracle from
 :mod:`tilex.kernels.reference` and says how a backend's result must compare.
 ``tests/test_kernels.py`` runs every case against every backend with one test
-body; ``tests/test_kernels_meta.py`` fails when an operation with a backend
+body; the meta-test in ``tests/test_kernels.py`` fails when an operation with a backend
 implementation has no case here.
 
 Loaded by path (``importlib.util.spec_from_file_location``), since the tests

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
+import inspect
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,7 +21,7 @@ import pytest
 import tilex.kernels as K
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tilex.kernels import reference
+from tilex.kernels import api, cpu, gpu, reference
 
 
 def load_parity_cases() -> Any:
@@ -324,3 +327,58 @@ def test_cuda_source_is_package_data_and_names_every_kernel() -> None:
     for op in ("fuse", "dissimilarity", "histogram", "overlay"):
         assert f"tilex_fusion_{op}(" in source
     assert "--fmad=false" in gpu.NVRTC_OPTIONS
+
+
+# --------------------------------------------------------------------------- meta-test
+# Every operation with a backend implementation has a parity case: the public
+# functions of the backends are enumerated by introspection, so a kernel added
+# without a case in ``tests/parity_cases.py`` fails here.
+
+HELPERS = {"cuda_source"}
+"""Public backend functions that are not kernels (gpu.cuda_source reads the .cu file)."""
+
+
+def backend_functions(module: ModuleType) -> set[str]:
+    """Public functions defined in a backend module, helpers aside: its kernels."""
+    return {
+        name
+        for name, fn in inspect.getmembers(module, inspect.isfunction)
+        if not name.startswith("_") and fn.__module__ == module.__name__ and name not in HELPERS
+    }
+
+
+def dispatched_functions(package: ModuleType) -> set[str]:
+    """Public functions of ``tilex.kernels`` that dispatch to a backend."""
+    return {n for n in package.__all__ if getattr(getattr(package, n), "__tilex_op__", None)}
+
+
+def missing_parity_cases(ops: Iterable[str], cases: dict[str, Any]) -> set[str]:
+    return set(ops) - set(cases)
+
+
+def test_every_kernel_has_a_parity_case() -> None:
+    cases = PARITY_CASES
+    kernels = backend_functions(cpu) | backend_functions(gpu) | dispatched_functions(K)
+    assert missing_parity_cases(kernels, cases) == set(), "add them to tests/parity_cases.py"
+    assert set(cases) <= kernels, f"stale parity cases: {sorted(set(cases) - kernels)}"
+
+
+def test_backends_implement_the_same_operations() -> None:
+    ops = set(api.BACKEND_OPS)
+    assert backend_functions(cpu) == ops
+    assert backend_functions(gpu) == ops
+    assert set(cpu.__all__) == set(gpu.__all__) == ops
+    assert dispatched_functions(K) == ops
+
+
+def test_backend_signatures_match() -> None:
+    for op in api.BACKEND_OPS:
+        cpu_params = list(inspect.signature(getattr(cpu, op)).parameters)
+        gpu_params = list(inspect.signature(getattr(gpu, op)).parameters)
+        assert cpu_params == gpu_params, op
+
+
+def test_meta_test_notices_a_missing_case() -> None:
+    cases = dict(PARITY_CASES)
+    del cases["overlay"]
+    assert missing_parity_cases(dispatched_functions(K), cases) == {"overlay"}
