@@ -18,7 +18,7 @@ from typing import Any
 from tilex._version import __version__
 from tilex.device import resolve_device, tune_host_allocator
 from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress, fit_tile
-from tilex.errors import OutputError, OutputExistsError
+from tilex.errors import OutputError
 from tilex.feather import BlendSpec, run_feathered
 from tilex.feather import measure_stats as measure_feathered_stats
 from tilex.sink import MemorySink, RunInfo, Sink
@@ -138,9 +138,9 @@ def run(
     stats_spec = StatsSpec(clip=clip, sample=stats_sample)
     blending = BlendSpec(blend, overlap)
     out_path = None if out is None or isinstance(out, Sink) else Path(out)
-    if out_path is not None and not resume:
-        _check_output(out_path, overwrite)
     _check_modes(out_path, resume, overwrite, blending, scheduler, workers)
+    # made first: it refuses an existing output (or checks the one to resume) before any work
+    sink = _make_sink(out, out_path, ome_zarr_version, overwrite, resume=resume, unit=unit, chunk=chunk)
     scan = scan if isinstance(scan, Scan) else open_scan(scan)
     reused = None
     if fusion.norm == "band" and stats_from is not None:
@@ -161,7 +161,6 @@ def run(
     log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
               *scan.shape, scan.n_bands, pipeline.tile, encoder.radius, backend.name)
 
-    sink = _make_sink(out, out_path, ome_zarr_version, overwrite, resume=resume, unit=unit, chunk=chunk)
     write_unit = getattr(sink, "write_unit", None)
     if blending.mode == "exact" and write_unit and write_unit % pipeline.tile:
         # found now, not after the statistics pass
@@ -242,15 +241,6 @@ def _prepare(sink: Sink, info: RunInfo, fusion: FusionSpec, stats_spec: StatsSpe
     if saved is None or fusion.norm != "band":
         return None
     return BandStats.from_dict(saved)
-
-
-def _check_output(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless asked, before any work."""
-    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise OutputExistsError(
-            f"{path}: output exists; pass --overwrite to replace it, or --resume to continue "
-            "an interrupted run"
-        )
 
 
 def _make_sink(out: Any, out_path: Path | None, version: str, overwrite: bool, *, resume: bool = False,
