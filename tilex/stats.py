@@ -64,6 +64,9 @@ AUTO_FRACTION = 0.05
 AUTO_MIN_BLOCKS = 64
 """With ``sample=None`` (auto), at least this many blocks (or all) on small scans."""
 
+BLOCK = 64
+"""Side of the sampled squares, px (small squares spread the sample over more places)."""
+
 
 def parse_clip(text: str | tuple[float, float]) -> tuple[float, float]:
     """Parse ``"LO,HI"`` percentiles, 0 <= LO < HI <= 100.
@@ -92,7 +95,7 @@ class StatsSpec:
 
     clip: tuple[float, float] = (1.0, 99.0)
     sample: float | None = None  # None: AUTO_FRACTION, at least AUTO_MIN_BLOCKS blocks
-    block: int = 64
+    block: int = BLOCK
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clip", parse_clip(self.clip))
@@ -108,7 +111,7 @@ class StatsSpec:
         return min(1.0, max(AUTO_FRACTION, AUTO_MIN_BLOCKS / blocks))
 
 
-def sample_regions(shape: tuple[int, int], fraction: float, block: int = 64) -> list[Region]:
+def sample_regions(shape: tuple[int, int], fraction: float, block: int = BLOCK) -> list[Region]:
     """The deterministic, stratified sample of ``block`` squares covering ``fraction`` of a scan.
 
     Returned in row-major order. ``fraction=1`` gives every square.
