@@ -52,6 +52,7 @@ from tilex.grid import Region
 __all__ = [
     "AUTO_FRACTION",
     "AUTO_MIN_BLOCKS",
+    "BLOCK",
     "BandStats",
     "StatsSpec",
     "parse_clip",
