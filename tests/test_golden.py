@@ -1,0 +1,113 @@
+"""Golden outputs: every array chunk of `tilex run` keeps the bytes it had before the redesign.
+
+``golden_hashes.json`` beside this file holds, for each case, the sha256 of
+every decoded chunk of every level of every image. It was recorded at commit
+6b9dc85 (before the redesign of issue 12) by running this file as a script::
+
+    python tests/test_golden.py --record
+
+Cases: whole-scan band statistics (keeping the per-band maps), pixel
+normalisation, feathered tiles; a run SIGKILLed midway and resumed, and a run
+on a 2-worker LocalCluster, must both give the band case's bytes. Chunks are
+hashed decoded, so the test pins the arrays, not the compressor's version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tilex
+from tilex.output import open_output
+
+GOLDEN = Path(__file__).with_name("golden_hashes.json")
+SHAPE = (320, 288)  # 3 x 3 level-0 units of 128 px, 4 pyramid levels
+LAYOUT = {"tile": 128, "unit": 128, "chunk": 64}
+CASES = {
+    "band": {"keep_normalised": True},
+    "pixel": {"norm": "pixel"},
+    "feather": {"blend": "feather", "overlap": 16},
+}
+
+
+def chunk_hashes(out: Path) -> dict[str, str]:
+    """``image/level/cy.cx`` -> sha256 of that chunk's decoded bytes (with its dtype and shape)."""
+    found = {}
+    output = open_output(out)
+    for name in sorted(output.images):
+        for level, array in enumerate(output[name].levels):
+            cy, cx = array.chunks[-2:]
+            for y in range(0, array.shape[-2], cy):
+                for x in range(0, array.shape[-1], cx):
+                    block = array[..., y : y + cy, x : x + cx]
+                    digest = hashlib.sha256(f"{block.dtype}{block.shape}".encode())
+                    digest.update(block.tobytes())
+                    found[f"{name}/{level}/{y // cy}.{x // cx}"] = digest.hexdigest()
+    return found
+
+
+def make_scan(folder: Path) -> Path:
+    return tilex.synth(folder / "scan", size=SHAPE, bands=3, seed=11)
+
+
+def run_case(scan: Path, out: Path, case: str, **extra) -> Path:
+    tilex.run(scan, out, device="cpu", **LAYOUT, **CASES[case], **extra)
+    return out
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, dict[str, str]]:
+    return json.loads(GOLDEN.read_text())
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    return make_scan(tmp_path_factory.mktemp("golden"))
+
+
+def assert_golden(found: dict[str, str], expected: dict[str, str], case: str) -> None:
+    assert sorted(found) == sorted(expected), f"{case}: other chunks than the golden run"
+    changed = [key for key in expected if found[key] != expected[key]]
+    assert not changed, f"{case}: {len(changed)} chunks changed, first {changed[:5]}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_outputs_keep_their_golden_bytes(scan, golden, tmp_path, case):
+    out = run_case(scan, tmp_path / "OUT", case)
+    assert_golden(chunk_hashes(out), golden[case], case)
+
+
+def test_a_killed_and_resumed_run_keeps_the_golden_bytes(scan, golden, tmp_path):
+    out = tmp_path / "OUT"
+    options = ["--device", "cpu", "--tile", "128", "--unit", "128", "--chunk", "64", "--keep-dissimilarity"]
+    command = [sys.executable, "-m", "tilex.cli", "-q", "run", str(scan), "-o", str(out), *options]
+    env = dict(os.environ, TILEX_FAILPOINT="unit:4")
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    env.pop("TILEX_FAILPOINT")
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_golden(chunk_hashes(out), golden["band"], "resumed")
+
+
+def test_a_two_worker_cluster_keeps_the_golden_bytes(scan, golden, tmp_path):
+    pytest.importorskip("distributed")
+    out = run_case(scan, tmp_path / "OUT", "band", workers=2)
+    assert_golden(chunk_hashes(out), golden["band"], "cluster")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scan_path = make_scan(Path(tmp))
+        record = {case: chunk_hashes(run_case(scan_path, Path(tmp) / case, case)) for case in CASES}
+    GOLDEN.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN}: {sum(map(len, record.values()))} chunk hashes")
