@@ -1,43 +1,125 @@
 """The compute backend, chosen once and passed along as a value.
 
-A :class:`Backend` says where the encoder runs (a torch device) and which array
-type the fusion kernels get (NumPy for the Numba kernels, CuPy for the CUDA
-kernels). Host/device moves happen only at its edges (:meth:`Backend.upload`,
+A :class:`Backend` says everything a run needs to know about where it
+computes: the torch device the encoder runs on (index resolved), the
+encoder's precision, its memory format, and the array module the fusion
+kernels get (NumPy for the Numba kernels, CuPy for the CUDA kernels).
+:func:`resolve_device` is the one place that turns a device text into a
+backend; everything downstream takes the value, never the text again.
+
+Host/device moves happen only at the backend's edges (:meth:`Backend.upload`,
 :meth:`Backend.to_kernel`, :meth:`Backend.download`), never hidden inside a
-kernel wrapper. Nothing here touches a GPU at import.
+kernel wrapper. Nothing here imports torch or CuPy, or touches a GPU, at
+import: they are imported when a backend is resolved or used.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from tilex.errors import DeviceError
 
-__all__ = ["Backend", "resolve_device", "tune_host_allocator"]
+__all__ = ["PRECISIONS", "Backend", "resolve_device", "tune_host_allocator"]
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+"""Encoder precisions: ``fp32`` anywhere, ``bf16`` on CPU and CUDA, the rest CUDA only."""
+
+_CUDA_ONLY = ("tf32", "fp16")
+_NAME = re.compile(r"^(?:cpu|cuda:\d+)$")
+_TEXT = re.compile(r"^cuda(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
 class Backend:
-    """A resolved device: ``"cpu"`` or ``"cuda:<i>"``."""
+    """A resolved compute backend: device, precision and memory format.
+
+    Build one with :func:`resolve_device`, which checks that the device is
+    really there; constructing it directly checks the spelling and the
+    precision rule only (``Backend("cpu")`` is handy in tests).
+
+    Parameters
+    ----------
+    name
+        ``"cpu"`` or ``"cuda:<index>"``: the index is always explicit.
+    precision
+        One of :data:`PRECISIONS`: ``"fp32"`` (exact: TF32 off on CUDA),
+        ``"tf32"`` (CUDA), ``"bf16"`` (autocast; CUDA, or CPU) or ``"fp16"``
+        (autocast, CUDA).
+    channels_last
+        Run the encoder's convolutions in channels-last memory format, faster
+        for these convolutions on CPU and GPU alike.
+
+    Examples
+    --------
+    >>> cpu = Backend("cpu", precision="bf16")
+    >>> cpu.is_cuda, cpu.worker_device, cpu.array_module.__name__
+    (False, 'cpu', 'numpy')
+    >>> Backend("cpu", precision="fp16")
+    Traceback (most recent call last):
+    ...
+    tilex.errors.DeviceError: precision 'fp16' needs a CUDA device; on cpu use 'fp32' or 'bf16'
+    """
 
     name: str
+    precision: str = "fp32"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise DeviceError(
+                f"backend name must be 'cpu' or 'cuda:<index>', got {self.name!r} "
+                "(resolve_device reads 'auto' and 'cuda')"
+            )
+        if self.precision not in PRECISIONS:
+            # a ValueError, not a DeviceError: the name is wrong whatever the hardware
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision in _CUDA_ONLY and not self.is_cuda:
+            raise DeviceError(
+                f"precision {self.precision!r} needs a CUDA device; on cpu use 'fp32' or 'bf16'"
+            )
+        if not isinstance(self.channels_last, bool):
+            raise TypeError(f"channels_last must be a bool, got {self.channels_last!r}")
 
     @property
     def is_cuda(self) -> bool:
-        return self.name.startswith("cuda")
+        return self.name != "cpu"
 
     @property
     def index(self) -> int | None:
+        """The CUDA device index, ``None`` on the CPU."""
         return int(self.name.split(":")[1]) if self.is_cuda else None
 
-    def torch_device(self) -> Any:
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` the encoder runs on."""
         import torch
 
         return torch.device(self.name)
+
+    @property
+    def worker_device(self) -> str:
+        """The device text a dask-cuda worker resolves: ``"cuda"``, its own visible GPU, or ``"cpu"``.
+
+        dask-cuda gives each worker one GPU through ``CUDA_VISIBLE_DEVICES``, so
+        the client's index means nothing there.
+        """
+        return "cuda" if self.is_cuda else "cpu"
+
+    @property
+    def array_module(self) -> ModuleType:
+        """The kernels' array module: ``numpy`` on the CPU, ``cupy`` on CUDA."""
+        if not self.is_cuda:
+            return np
+        import cupy
+
+        return cupy
 
     def upload(self, array: np.ndarray) -> Any:
         """Host array -> torch tensor on this device (pinned, async copy on CUDA)."""
@@ -52,9 +134,7 @@ class Backend:
         """Torch tensor -> the kernels' array type, without a host round trip."""
         if not self.is_cuda:
             return tensor.detach().contiguous().numpy()
-        import cupy
-
-        return cupy.from_dlpack(tensor.detach().contiguous())
+        return self.array_module.from_dlpack(tensor.detach().contiguous())
 
     def download(self, array: Any) -> np.ndarray:
         """Kernel output -> NumPy array on the host."""
@@ -63,6 +143,7 @@ class Backend:
         return array.get()
 
     def describe(self) -> str:
+        """The device for people: ``"cpu"`` or ``"cuda:0 (NVIDIA H200)"``."""
         if not self.is_cuda:
             return "cpu"
         import torch
@@ -70,33 +151,49 @@ class Backend:
         return f"{self.name} ({torch.cuda.get_device_name(self.index)})"
 
 
-_CUDA = re.compile(r"^cuda(?::(\d+))?$")
-
-
-def resolve_device(text: str = "auto") -> Backend:
+def resolve_device(
+    text: str = "auto", *, precision: str = "fp32", channels_last: bool = True
+) -> Backend:
     """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:<i>`` into a :class:`Backend`.
 
     ``auto`` picks the first CUDA device when torch sees one and CuPy imports,
-    and the CPU otherwise.
+    and the CPU otherwise; ``cuda`` means ``cuda:0``. Case and surrounding
+    spaces are ignored.
+
+    Raises
+    ------
+    DeviceError
+        When the text is not a device, the CUDA device asked for cannot run
+        tilex (no driver, no such index, no CuPy), or ``precision`` needs CUDA.
+    ValueError
+        When ``precision`` is not one of :data:`PRECISIONS`.
 
     Examples
     --------
     >>> resolve_device("cpu")
-    Backend(name='cpu')
+    Backend(name='cpu', precision='fp32', channels_last=True)
+    >>> resolve_device(" CPU ", precision="bf16", channels_last=False).precision
+    'bf16'
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    tilex.errors.DeviceError: device must be auto, cpu, cuda or cuda:<index>, got 'tpu'
     """
-    text = (text or "auto").strip().lower()
+    given = text
+    text = str(text or "auto").strip().lower()  # str(): a torch.device reads as its text
     if text == "cpu":
-        return Backend("cpu")
-    if text == "auto":
-        return Backend("cuda:0") if _cuda_usable() is None else Backend("cpu")
-    match = _CUDA.match(text)
-    if not match:
-        raise DeviceError(f"device must be auto, cpu, cuda or cuda:<index>, got {text!r}")
-    index = int(match.group(1) or 0)
-    problem = _cuda_usable(index)
-    if problem:
-        raise DeviceError(f"device {text!r} is not usable: {problem}; use --device cpu")
-    return Backend(f"cuda:{index}")
+        name = "cpu"
+    elif text == "auto":
+        name = "cuda:0" if _cuda_usable() is None else "cpu"
+    elif match := _TEXT.match(text):
+        index = int(match.group(1) or 0)
+        problem = _cuda_usable(index)
+        if problem:
+            raise DeviceError(f"device {given!r} is not usable: {problem}; use --device cpu")
+        name = f"cuda:{index}"
+    else:
+        raise DeviceError(f"device must be auto, cpu, cuda or cuda:<index>, got {given!r}")
+    return Backend(name, precision=precision, channels_last=channels_last)
 
 
 def _cuda_usable(index: int = 0) -> str | None:
@@ -120,6 +217,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
 def tune_host_allocator() -> bool:
     """Keep freed activation buffers in the heap instead of returning them to the OS.
 
+    An explicit opt-in for programs that own their process (the ``tilex``
+    command calls it before a CPU run): it changes ``malloc`` for the whole
+    process, a notebook's other work included, so the library never calls it
+    on its own. Returns whether the setting took.
+
     The encoder's activations on CPU are tens of MB per tile; glibc serves such
     blocks with ``mmap`` and unmaps them on free, so every tile faults its
     buffers in again page by page (measured: 40% of the encoder's time in the
@@ -129,6 +231,11 @@ def tune_host_allocator() -> bool:
     ``--tune-allocator``), at the cost of a heap that keeps its high-water mark
     (bounded by the tile size).
     A no-op returning ``False`` where the C library is not glibc.
+
+    Examples
+    --------
+    >>> tune_host_allocator()  # doctest: +SKIP
+    True
     """
     import ctypes
     import ctypes.util

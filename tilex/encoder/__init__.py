@@ -1,0 +1,46 @@
+"""The ArtExtract Siamese encoder: network, weights and runtime.
+
+* :mod:`tilex.encoder.network`: the architecture, BatchNorm folding, the
+  receptive field and the designed default weights (and why they are so);
+* :mod:`tilex.encoder.weights`: reading and writing weights (safetensors or
+  weights-only torch files) and their SHA-256;
+* :mod:`tilex.encoder.runtime`: :func:`build_encoder` and the
+  :class:`Encoder` it returns, running on a :class:`tilex.device.Backend`.
+
+Importing this package imports torch; ``import tilex`` does not.
+
+Examples
+--------
+>>> from tilex.encoder import build_encoder
+>>> build_encoder().radius
+6
+"""
+
+from tilex.device import PRECISIONS
+from tilex.encoder.network import (
+    FoldedCNN,
+    ResidualCNN,
+    SiameseNetwork,
+    conv_radius,
+    default_network,
+    fold_batchnorm,
+    receptive_radius,
+)
+from tilex.encoder.runtime import Encoder, build_encoder
+from tilex.encoder.weights import load_network, save_weights, weights_sha256
+
+__all__ = [
+    "PRECISIONS",
+    "Encoder",
+    "FoldedCNN",
+    "ResidualCNN",
+    "SiameseNetwork",
+    "build_encoder",
+    "conv_radius",
+    "default_network",
+    "fold_batchnorm",
+    "load_network",
+    "receptive_radius",
+    "save_weights",
+    "weights_sha256",
+]
