@@ -36,29 +36,32 @@ def command(out: str, size: tuple[int, int] | None, bands: int, device: str, ove
     import tilex
     from tilex.device import resolve_device
     from tilex.errors import OutputExistsError
+    from tilex.lock import output_lock
     from tilex.preview import write_preview
 
     root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{root}: folder exists; pass --overwrite or choose another OUT")
-        if not ((root / "scan" / "scan.json").exists() or (root / "result" / "tilex.json").exists()):
-            raise OutputExistsError(f"{root}: not a tilex demo folder; refusing to delete it, choose another OUT")
-        shutil.rmtree(root)
-    backend = resolve_device(device)
-    size = size or ((8192, 8192) if backend.is_cuda else (2048, 2048))
-    click.echo(f"1/3 making a {size[0]}x{size[1]} synthetic scan with {bands} bands in {root / 'scan'}")
-    manifest = tilex.synth(root / "scan", size=size, bands=bands, seed=0)
-    click.echo(f"2/3 finding what the bands see under the paint ({backend.name})")
-    with progress_bars() as progress:
-        report = tilex.run(manifest, root / "result", device=backend.name, progress=progress)
-    preview = write_preview(root / "result", root / "preview.png")
-    click.echo(f"3/3 drew {preview}")
-    click.echo(
-        f"\ndone in {report.timings['total_s']:.1f} s ({report.megapixels_per_second:.2f} Mpx/s).\n"
-        f"  look:     {preview}  (collage | visible | hidden areas in blue)\n"
-        f"  napari:   napari --plugin napari-ome-zarr {root / 'result' / 'overlay.ome.zarr'}\n"
-        f"  QuPath:   tilex export {root / 'result'} --format ome-tiff -o overlay.ome.tif, then open it\n"
-        f"  validate: tilex validate {root / 'result'}\n"
-        f"  truth:    {root / 'scan' / 'hidden_mask.tif'} is the figure the generator hid"
-    )
+    with output_lock(root):  # a second demo into OUT is refused before it deletes anything
+        if root.exists() and any(root.iterdir()):
+            if not overwrite:
+                raise OutputExistsError(f"{root}: folder exists; pass --overwrite or choose another OUT")
+            if not ((root / "scan" / "scan.json").exists() or (root / "result" / "tilex.json").exists()):
+                raise OutputExistsError(f"{root}: not a tilex demo folder; refusing to delete it, choose another OUT")
+            with output_lock(root / "result"):  # not while a `tilex run -o OUT/result` writes it
+                shutil.rmtree(root)
+        backend = resolve_device(device)
+        size = size or ((8192, 8192) if backend.is_cuda else (2048, 2048))
+        click.echo(f"1/3 making a {size[0]}x{size[1]} synthetic scan with {bands} bands in {root / 'scan'}")
+        manifest = tilex.synth(root / "scan", size=size, bands=bands, seed=0)
+        click.echo(f"2/3 finding what the bands see under the paint ({backend.name})")
+        with progress_bars() as progress:
+            report = tilex.run(manifest, root / "result", device=backend.name, progress=progress)
+        preview = write_preview(root / "result", root / "preview.png")
+        click.echo(f"3/3 drew {preview}")
+        click.echo(
+            f"\ndone in {report.timings['total_s']:.1f} s ({report.megapixels_per_second:.2f} Mpx/s).\n"
+            f"  look:     {preview}  (collage | visible | hidden areas in blue)\n"
+            f"  napari:   napari --plugin napari-ome-zarr {root / 'result' / 'overlay.ome.zarr'}\n"
+            f"  QuPath:   tilex export {root / 'result'} --format ome-tiff -o overlay.ome.tif, then open it\n"
+            f"  validate: tilex validate {root / 'result'}\n"
+            f"  truth:    {root / 'scan' / 'hidden_mask.tif'} is the figure the generator hid"
+        )

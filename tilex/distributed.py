@@ -25,7 +25,9 @@ elsewhere (``distributed.scheduler.allowed-failures`` times at most).
 
 Requirements (see ``docs/cluster.md``): the scan and the weights must be
 readable by every worker at the same path, and the output folder must be on
-storage every worker and the client share (a network file system).
+storage every worker and the client share (a network file system).  The
+client holds the output's lock (:mod:`tilex.lock`) for the whole run; workers
+write under it and never take it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ __all__ = [
     "ManifestError",
     "MissingFileError",
     "NonFiniteError",
+    "OutputBusyError",
     "OutputExistsError",
     "OutputError",
     "RegistrationError",
@@ -77,6 +78,15 @@ class OutputError(UsageError, ValueError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """The output exists and ``overwrite`` was not asked for."""
+
+
+class OutputBusyError(OutputError):
+    """Another process is writing the output (see :mod:`tilex.lock`)."""
+
+    def __init__(self, message: str, *, path: object | None = None, holder: dict | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder or {}  # pid, host and start time of the process writing it
 
 
 class ResumeMismatchError(OutputError):

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress, fit_tile
 from tilex.errors import OutputError
 from tilex.feather import BlendSpec, run_feathered
 from tilex.feather import measure_stats as measure_feathered_stats
+from tilex.lock import output_lock
 from tilex.sink import MemorySink, RunInfo, Sink
 from tilex.stats import BandStats, StatsSpec
 
@@ -81,7 +83,9 @@ def run(
         (a ``scan.json``, its folder, a multi-channel OME-TIFF or OME-Zarr).
     out
         Output folder for the OME-Zarr result, a :class:`tilex.sink.Sink`, or
-        ``None`` to collect the result in memory (small scans only).
+        ``None`` to collect the result in memory (small scans only).  An
+        output folder is held for the whole run (:mod:`tilex.lock`): another
+        run on it meanwhile raises :class:`~tilex.errors.OutputBusyError`.
     weights
         Encoder weights (``.safetensors`` or ArtExtract ``.pt``); default
         weights when ``None``.
@@ -139,64 +143,66 @@ def run(
     blending = BlendSpec(blend, overlap)
     out_path = None if out is None or isinstance(out, Sink) else Path(out)
     _check_modes(out_path, resume, overwrite, blending, scheduler, workers)
-    # made first: it refuses an existing output (or checks the one to resume) before any work
-    sink = _make_sink(out, out_path, ome_zarr_version, overwrite, resume=resume, unit=unit, chunk=chunk)
-    scan = scan if isinstance(scan, Scan) else open_scan(scan)
-    reused = None
-    if fusion.norm == "band" and stats_from is not None:
-        reused = BandStats.from_output(stats_from)
-        reused.check_bands(tuple(scan.band_names), stats_from)
+    # held for the whole run, from before OUT is looked at: one run at a time writes OUT
+    with output_lock(out_path) if out_path is not None else nullcontext():
+        # made first: it refuses an existing output (or checks the one to resume) before any work
+        sink = _make_sink(out, out_path, ome_zarr_version, overwrite, resume=resume, unit=unit, chunk=chunk)
+        scan = scan if isinstance(scan, Scan) else open_scan(scan)
+        reused = None
+        if fusion.norm == "band" and stats_from is not None:
+            reused = BandStats.from_output(stats_from)
+            reused.check_bands(tuple(scan.band_names), stats_from)
 
-    backend = resolve_device(device)
-    if not backend.is_cuda:
-        tune_host_allocator()  # CPU encoder: no page faults on every tile's activations
-    # channels_last is faster for these convolutions on CPU and on GPU alike
-    encoder = build_encoder(weights=weights, device=backend.name, precision=precision, channels_last=True)
-    chosen = tile or PipelineSpec.default_tile(backend)
-    if backend.is_cuda:  # lower the tile, with a message, rather than fail on out-of-memory
-        chosen = fit_tile(encoder, backend, chosen, scan.n_bands)
-    pipeline = PipelineSpec(tile=chosen, readers=readers or max(2, min(8, os.cpu_count() or 2)))
-    blending.check_tile(pipeline.tile)
-    engine = Engine(scan, encoder, backend, fusion=fusion, pipeline=pipeline, progress=progress)
-    log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
-              *scan.shape, scan.n_bands, pipeline.tile, encoder.radius, backend.name)
+        backend = resolve_device(device)
+        if not backend.is_cuda:
+            tune_host_allocator()  # CPU encoder: no page faults on every tile's activations
+        # channels_last is faster for these convolutions on CPU and on GPU alike
+        encoder = build_encoder(weights=weights, device=backend.name, precision=precision, channels_last=True)
+        chosen = tile or PipelineSpec.default_tile(backend)
+        if backend.is_cuda:  # lower the tile, with a message, rather than fail on out-of-memory
+            chosen = fit_tile(encoder, backend, chosen, scan.n_bands)
+        pipeline = PipelineSpec(tile=chosen, readers=readers or max(2, min(8, os.cpu_count() or 2)))
+        blending.check_tile(pipeline.tile)
+        engine = Engine(scan, encoder, backend, fusion=fusion, pipeline=pipeline, progress=progress)
+        log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
+                  *scan.shape, scan.n_bands, pipeline.tile, encoder.radius, backend.name)
 
-    write_unit = getattr(sink, "write_unit", None)
-    if blending.mode == "exact" and write_unit and write_unit % pipeline.tile:
-        # found now, not after the statistics pass
-        raise OutputError(f"the write unit ({write_unit} px) must be a multiple of the tile "
-                          f"({pipeline.tile} px): choose --unit or --tile accordingly")
-    info = RunInfo(
-        shape=tuple(scan.shape),
-        band_names=tuple(scan.band_names),
-        wavelengths=tuple(scan.wavelengths),
-        channels=encoder.channels,
-        pixel_size_um=scan.pixel_size_um,
-        keep_normalised=keep_normalised,
-        metadata=_provenance(scan, encoder, backend, fusion, pipeline, stats_spec, reused, stats_from,
-                             weights, precision, ome_zarr_version),
-    )
-    saved = _prepare(sink, info, fusion, stats_spec)
-    if getattr(sink, "already_complete", False):
-        log.info("%s is already complete: nothing to resume", out_path)
-        return RunReport(out=out_path, shape=tuple(scan.shape), stats=saved, timings={"total_s": 0.0},
-                         sink=sink, already_complete=True)
-    if scheduler is not None or workers is not None:
-        from tilex.distributed import ClusterSpec, WorkSpec, run_on_cluster
+        write_unit = getattr(sink, "write_unit", None)
+        if blending.mode == "exact" and write_unit and write_unit % pipeline.tile:
+            # found now, not after the statistics pass
+            raise OutputError(f"the write unit ({write_unit} px) must be a multiple of the tile "
+                              f"({pipeline.tile} px): choose --unit or --tile accordingly")
+        info = RunInfo(
+            shape=tuple(scan.shape),
+            band_names=tuple(scan.band_names),
+            wavelengths=tuple(scan.wavelengths),
+            channels=encoder.channels,
+            pixel_size_um=scan.pixel_size_um,
+            keep_normalised=keep_normalised,
+            metadata=_provenance(scan, encoder, backend, fusion, pipeline, stats_spec, reused, stats_from,
+                                 weights, precision, ome_zarr_version),
+        )
+        saved = _prepare(sink, info, fusion, stats_spec)
+        if getattr(sink, "already_complete", False):
+            log.info("%s is already complete: nothing to resume", out_path)
+            return RunReport(out=out_path, shape=tuple(scan.shape), stats=saved, timings={"total_s": 0.0},
+                             sink=sink, already_complete=True)
+        if scheduler is not None or workers is not None:
+            from tilex.distributed import ClusterSpec, WorkSpec, run_on_cluster
 
-        work = WorkSpec.for_run(scan, encoder, weights, fusion, pipeline, sink, info)
-        stats, timings = run_on_cluster(ClusterSpec(scheduler, workers), work, sink, stats_spec,
-                                        saved or reused, progress=progress)
-        timings["total_s"] = time.perf_counter() - started
+            work = WorkSpec.for_run(scan, encoder, weights, fusion, pipeline, sink, info)
+            stats, timings = run_on_cluster(ClusterSpec(scheduler, workers), work, sink, stats_spec,
+                                            saved or reused, progress=progress)
+            timings["total_s"] = time.perf_counter() - started
+            return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
+
+        stats = None
+        if fusion.norm == "band":
+            stats = saved or reused or _measure_stats(engine, stats_spec, blending)
+            info.metadata["stats"] = stats.to_dict()  # saved in OUT as the main pass opens it
+        _run_engine(engine, sink, info, stats, blending)
+        timings = dict(engine.timings, total_s=time.perf_counter() - started)
         return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
-
-    stats = None
-    if fusion.norm == "band":
-        stats = saved or reused or _measure_stats(engine, stats_spec, blending)
-        info.metadata["stats"] = stats.to_dict()  # saved in OUT as the main pass opens it
-    _run_engine(engine, sink, info, stats, blending)
-    timings = dict(engine.timings, total_s=time.perf_counter() - started)
-    return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
 
 
 def _measure_stats(engine: Engine, spec: StatsSpec, blending: BlendSpec) -> BandStats:
