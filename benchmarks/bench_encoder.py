@@ -25,7 +25,8 @@ import torch
 from tilex.kernels.reference import dissimilarity_reference
 
 from tilex.encoder import build_encoder
-from tilex.synthetic import render, roc_auc, score_map
+from tilex.metrics import roc_auc, score_map
+from tilex.synthetic import render
 
 
 def throughput(tile: int, bands: int, repeats: int, configs: list[dict]) -> None:

@@ -21,7 +21,8 @@ import numpy as np
 import tifffile
 
 import tilex
-from tilex.synthetic import MASK_FILE, parse_size, roc_auc
+from tilex.metrics import roc_auc
+from tilex.synthetic import MASK_FILE, parse_size
 
 
 def main() -> None:

@@ -31,9 +31,10 @@ import torch
 from tilex import kernels
 from tilex.encoder import build_encoder
 from tilex.engine import luminance
+from tilex.metrics import roc_auc
 from tilex.scan import open_scan
 from tilex.stats import StatsSpec, sample_regions
-from tilex.synthetic import MASK_FILE, parse_size, roc_auc, synth
+from tilex.synthetic import MASK_FILE, parse_size, synth
 
 
 def histogram(g, b, regions):

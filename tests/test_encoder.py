@@ -21,7 +21,8 @@ from tilex.encoder import (
     weights_sha256,
 )
 from tilex.errors import DeviceError, WeightsError
-from tilex.synthetic import render, roc_auc, score_map
+from tilex.metrics import roc_auc, score_map
+from tilex.synthetic import render
 
 ARTEXTRACT_KEYS = {
     "conv.weight", "conv.bias",

@@ -18,7 +18,6 @@ from tilex.synthetic import (
     band_names,
     parse_size,
     render,
-    roc_auc,
     synth,
     wavelengths,
 )
@@ -179,22 +178,6 @@ def test_progress_reports_every_pixel(tmp_path):
     synth(tmp_path / "p", size=(100, 300), bands=1, tile=64, progress=lambda *a: seen.append(a))
     assert seen[-1] == ("synth", 30000, 30000)
     assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
-
-
-# --------------------------------------------------------------------------
-# scoring helpers
-
-
-def test_roc_auc_matches_the_definition():
-    rng = np.random.default_rng(0)
-    score = rng.integers(0, 5, 300).astype(float)  # many ties
-    mask = rng.random(300) < 0.3
-    pos, neg = score[mask], score[~mask]
-    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
-    assert roc_auc(score, mask) == pytest.approx(brute, abs=1e-12)
-    assert roc_auc([0, 0, 1, 1], [0, 0, 1, 1]) == 1.0
-    with pytest.raises(ValueError, match="both classes"):
-        roc_auc([1, 2], [1, 1])
 
 
 # --------------------------------------------------------------------------
