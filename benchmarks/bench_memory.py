@@ -173,7 +173,7 @@ def run_one(cmd: list[str], timeout: float) -> dict:
             result.update(json.loads(line.split(" ", 1)[1]))
         elif line.startswith("BENCH_TILEX "):
             result.update(json.loads(line.split(" ", 1)[1]))
-    match = re.search(r"in ([0-9.]+) s \(([0-9.]+) Mpx/s\)", out)
+    match = re.search(r"in ([0-9.]+) s: ([0-9.]+) Mpx/s \(scan pixels\)", out)
     if match:  # `tilex run` prints its own total
         result.setdefault("timings", {"total_s": float(match.group(1))})
     return result

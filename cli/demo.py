@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from tilex.cli.progress import progress_bars
+from tilex.cli.progress import format_rate, progress_bars
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -58,7 +58,7 @@ def command(out: str, size: tuple[int, int] | None, bands: int, device: str, ove
         preview = write_preview(root / "result", root / "preview.png")
         click.echo(f"3/3 drew {preview}")
         click.echo(
-            f"\ndone in {report.timings['total_s']:.1f} s ({report.megapixels_per_second:.2f} Mpx/s).\n"
+            f"\ndone in {report.timings['total_s']:.1f} s: {format_rate(report.megapixels_per_second)}.\n"
             f"  look:     {preview}  (collage | visible | hidden areas in blue)\n"
             f"  napari:   napari --plugin napari-ome-zarr {root / 'result' / 'overlay.ome.zarr'}\n"
             f"  QuPath:   tilex export {root / 'result'} --format ome-tiff -o overlay.ome.tif, then open it\n"

@@ -12,6 +12,7 @@ import logging
 import sys
 
 import click
+from tilex.cli.options import QUIET_HELP, VERBOSE_HELP, set_verbosity, verbosity_options
 
 from tilex._version import __version__
 from tilex.errors import TilexError, UsageError
@@ -61,25 +62,16 @@ def verbosity(ctx: click.Context | None = None) -> int:
 
 @click.group(cls=TilexGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tilex", message="%(prog)s %(version)s")
-@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug); show tracebacks.")
-@click.option("-q", "--quiet", count=True, help="Less output: no progress bars, warnings only.")
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", count=True, help=QUIET_HELP)
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     """tilex: find hidden paintings in gigapixel multispectral scans.
 
     Start with `tilex demo`, then `tilex run SCAN -o OUT` on your own scan.
     """
-    level = verbose - quiet
-    ctx.ensure_object(dict)["verbosity"] = level
-    logging.basicConfig(
-        level={-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(
-            max(-1, min(1, level)), logging.INFO
-        ),
-        format="tilex: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    set_verbosity(ctx, verbose - quiet)
 
 
-for _name in _COMMANDS:
-    main.add_command(importlib.import_module(f"tilex.cli.{_name}").command)
+for _name in _COMMANDS:  # every command also takes -v/-q after its name
+    main.add_command(verbosity_options(importlib.import_module(f"tilex.cli.{_name}").command))

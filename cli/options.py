@@ -1,6 +1,12 @@
-"""Options shared by the commands that read a scan (``info``, ``run``, ...).
+"""Options shared by the commands: ``-v``/``-q`` on every one, and the scan options.
 
-A scan is chosen either by one ``SCAN`` argument (a ``scan.json``, a folder
+``-v``/``-q`` work before the command (``tilex -q run ...``) and after it
+(``tilex run ... -q``) alike; each adds to one balance on the root context
+(:func:`set_verbosity`), which sets the log level, progress bars and
+tracebacks.
+
+For the commands that read a scan (``info``, ``run``, ...), it is chosen
+either by one ``SCAN`` argument (a ``scan.json``, a folder
 holding one, or a multi-channel OME-TIFF / OME-Zarr / Zarr) or by
 ``--visible FILE`` with one ``--band NAME[@NM]=FILE`` per band.  Band texts are
 parsed inside the command (not in a click callback) so that a mistake becomes
@@ -9,6 +15,8 @@ a :class:`tilex.errors.ScanError`: one ``tilex: error:`` line and exit 2.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -19,9 +27,57 @@ from tilex.errors import ScanError
 if TYPE_CHECKING:
     from tilex.scan import Scan
 
-__all__ = ["scan_from_options", "scan_options"]
+__all__ = [
+    "QUIET_HELP", "VERBOSE_HELP", "scan_from_options", "scan_options", "set_verbosity", "verbosity_options",
+]
 
 F = TypeVar("F", bound=Callable[..., object])
+
+VERBOSE_HELP = "More log output (repeat for debug); show tracebacks."
+QUIET_HELP = "Less output: no progress bars, warnings only."
+
+
+def set_verbosity(ctx: click.Context, level: int) -> None:
+    """Record the ``-v``/``-q`` balance on the root context and log to stderr to match.
+
+    Below 0: warnings only (no work estimate, no progress bars); 0: info;
+    above 0: debug, and tracebacks with errors.
+    """
+    ctx.find_root().ensure_object(dict)["verbosity"] = level
+    logging.basicConfig(
+        level=logging.WARNING if level < 0 else logging.INFO if level == 0 else logging.DEBUG,
+        format="tilex: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _add_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        root = ctx.find_root()
+        step = value if param.name == "verbose" else -value
+        set_verbosity(root, int((root.obj or {}).get("verbosity", 0)) + step)
+
+
+def verbosity_options(command: click.Command) -> click.Command:
+    """Give ``command`` its own ``-v``/``-q``, adding to the group's.
+
+    Examples
+    --------
+    >>> @verbosity_options
+    ... @click.command()
+    ... def command():
+    ...     pass
+    >>> [p.name for p in command.params]
+    ['verbose', 'quiet']
+    """
+    command.params += [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_add_verbosity,
+                     help=VERBOSE_HELP),
+        click.Option(["-q", "--quiet"], count=True, expose_value=False, callback=_add_verbosity,
+                     help=QUIET_HELP),
+    ]
+    return command
 
 
 def scan_options(func: F) -> F:

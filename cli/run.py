@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from tilex.cli.options import scan_from_options, scan_options
-from tilex.cli.progress import progress_bars
+from tilex.cli.progress import format_rate, progress_bars
 
 
 def _clip(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
@@ -66,7 +66,7 @@ def _unit(ctx: click.Context, param: click.Parameter, value: int) -> int:
 @click.command("run")
 @scan_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output folder (OME-Zarr collage, score, overlay, tilex.json).")
-@click.option("--tile", type=int, default=None, callback=_tile, help="Tile core size in px (default 512 on CPU, 2048 on GPU).")
+@click.option("--tile", type=int, default=None, callback=_tile, help="Tile core side in px: a multiple of 16 that divides --unit (with the default unit: 16, 32, 64, ..., 2048 or 4096); one longer than the scan is lowered to the least that covers it. Tiles are read with the encoder's halo (6 px for the default weights), so under about 32 px most of the work is halo (warned). Default 512 on CPU, 2048 on GPU, halved while it does not fit in GPU memory.")
 @click.option("--norm", type=click.Choice(["band", "pixel"]), default="band", show_default=True, help="Normalise each band over the whole scan (band) or across bands at each pixel (pixel).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Normalised dissimilarity at or below which a band does not count.")
 @click.option("--clip", default="1,99", show_default=True, callback=_clip, help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (0,100 = min/max).")
@@ -107,6 +107,6 @@ def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample,
         return
     h, w = report.shape
     click.echo(
-        f"wrote {report.out} ({h}x{w}, {opened.n_bands} bands) in {report.timings['total_s']:.1f} s "
-        f"({report.megapixels_per_second:.2f} Mpx/s)"
+        f"wrote {report.out} ({h}x{w}, {opened.n_bands} bands) in {report.timings['total_s']:.1f} s: "
+        f"{format_rate(report.megapixels_per_second)}"
     )

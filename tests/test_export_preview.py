@@ -119,6 +119,18 @@ def test_preview_has_three_panels_and_a_legend(out, tmp_path):
     assert top > 0
 
 
+def test_default_preview_is_small(out, tmp_path):
+    from PIL import Image
+
+    from tilex.preview import MAX_SIDE
+
+    # a 1500x1100 output: three panels from its 750x550 level, not its full-size one
+    with Image.open(write_preview(out, tmp_path / "p.png")) as image:
+        width, height = image.size
+    assert MAX_SIDE <= 1024
+    assert 3 * 550 < width < 3 * 550 + 100 and 750 < height < 750 + 200
+
+
 def test_preview_uses_a_small_level():
     from tilex.output import OutputImage
 

@@ -4,6 +4,8 @@ tilex's invariants (levels, reductions, chunk/shard shapes, write-once, metadata
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -444,3 +446,16 @@ def test_overwrite_never_deletes_a_foreign_folder(tmp_path):
 def test_bad_layouts_are_refused(tmp_path, kwargs, match):
     with pytest.raises(OutputError, match=match):
         OmeZarrSink(tmp_path / "OUT", **kwargs)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_manifest_is_as_readable_as_the_arrays(tmp_path, umask):
+    # colleagues on a shared server read tilex.json wherever they may read the images
+    previous = os.umask(umask)
+    try:
+        build(tmp_path / "OUT", (300, 200), version="0.5")
+    finally:
+        os.umask(previous)
+    modes = {name: stat.S_IMODE((tmp_path / "OUT" / name).stat().st_mode)
+             for name in ("tilex.json", "collage.ome.zarr/zarr.json")}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)

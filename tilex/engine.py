@@ -41,7 +41,9 @@ from tilex.journal import failpoint
 from tilex.sink import RunInfo, Sink, TileResult
 from tilex.stats import BandStats, StatsSpec, sample_regions
 
-__all__ = ["Engine", "FusionSpec", "PipelineSpec", "Progress", "band_stats", "fit_tile", "luminance"]
+__all__ = [
+    "Engine", "FusionSpec", "PipelineSpec", "Progress", "band_stats", "fit_tile", "luminance", "trial_encode",
+]
 
 log = logging.getLogger("tilex")
 
@@ -121,11 +123,8 @@ def fit_tile(encoder: Any, backend: Backend, tile: int, n_bands: int, *, minimum
     to ``minimum``. Halving keeps the tile a divisor of the write unit.
     """
     while True:
-        side = tile + 2 * encoder.radius
         try:
-            visible = backend.upload(np.zeros((3, side, side), np.float32))
-            bands = backend.upload(np.zeros((n_bands, side, side), np.float32))
-            encoder.encode(visible, bands)
+            trial_encode(encoder, backend, tile, n_bands)
             return tile
         except Exception as err:
             if not _out_of_memory(err) or tile // 2 < minimum:
@@ -133,8 +132,27 @@ def fit_tile(encoder: Any, backend: Backend, tile: int, n_bands: int, *, minimum
             log.warning("tile %d px does not fit in device memory; trying %d px", tile, tile // 2)
             _release_device_memory(backend)
             tile //= 2
-        finally:
-            visible = bands = None
+
+
+def trial_encode(encoder: Any, backend: Backend, tile: int, n_bands: int,
+                 shape: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Encode one full tile of zeros (core and halo, every band), wait for it, return its shape.
+
+    The tile is clipped to ``shape`` (a scan smaller than one tile) when
+    given.  The trial of :func:`fit_tile`, and the timed trial of
+    :mod:`tilex.estimate`.
+    """
+    side = tile + 2 * encoder.radius
+    h, w = (side, side) if shape is None else (min(side, shape[0]), min(side, shape[1]))
+    visible = bands = g = None
+    try:
+        visible = backend.upload(np.zeros((3, h, w), np.float32))
+        bands = backend.upload(np.zeros((n_bands, h, w), np.float32))
+        g, _ = encoder.encode(visible, bands)
+        backend.download(backend.to_kernel(g[:1, :1, :1]))  # a device encode is over once read
+        return h, w
+    finally:  # an out-of-memory traceback keeps this frame: let the device free the trial's arrays
+        visible = bands = g = None
 
 
 def _out_of_memory(err: BaseException) -> bool:

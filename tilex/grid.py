@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Region", "Tile", "TileGrid", "morton_order", "unit_of"]
+__all__ = ["Region", "Tile", "TileGrid", "clamp_tile", "morton_order", "unit_of"]
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1, half-open
 
@@ -89,6 +89,20 @@ class TileGrid:
     def __len__(self) -> int:
         return self.rows * self.cols
 
+    @property
+    def read_pixels(self) -> int:
+        """Pixels all tiles read together: the cores plus their halos, clipped at the border.
+
+        A tile's read region is a product of one interval per axis, so the
+        total is the product of the per-axis sums.
+
+        Examples
+        --------
+        >>> TileGrid((1000, 1000), tile=500, halo=10).read_pixels  # 2 x (500 + 10) per axis
+        1040400
+        """
+        return _read_length(self.shape[0], self.tile, self.halo) * _read_length(self.shape[1], self.tile, self.halo)
+
     def tile_at(self, row: int, col: int) -> Tile:
         h, w = self.shape
         t, r = self.tile, self.halo
@@ -115,6 +129,35 @@ class TileGrid:
             for row in range(uy * per, min((uy + 1) * per, self.rows)):
                 for col in range(ux * per, min((ux + 1) * per, self.cols)):
                     yield self.tile_at(row, col)
+
+
+def _read_length(n: int, tile: int, halo: int) -> int:
+    """Summed length of the read intervals of the tiles along one axis of ``n`` px."""
+    return sum(min(i + tile + halo, n) - max(i - halo, 0) for i in range(0, n, tile))
+
+
+def clamp_tile(tile: int, shape: tuple[int, int], unit: int | None = None) -> int:
+    """``tile``, or when it is longer than the image, the least tile that still covers it.
+
+    Any tile at least as long as the image's longer side gives the same grid
+    of one tile, so such a tile becomes the smallest multiple of 16 that
+    covers the longer side and divides ``unit`` (when given: ``unit`` must
+    stay a multiple of the tile); with an image longer than ``unit``, ``unit``.
+
+    Examples
+    --------
+    >>> clamp_tile(8192, (300, 200), unit=4096), clamp_tile(8192, (300, 200))
+    (512, 304)
+    >>> clamp_tile(8192, (5000, 5000), unit=4096), clamp_tile(256, (300, 200), unit=4096)
+    (4096, 256)
+    """
+    side = max(shape)
+    if tile <= side:
+        return tile
+    covering = -(-side // 16) * 16
+    if unit is None:
+        return covering
+    return next((t for t in range(covering, unit + 1, 16) if unit % t == 0), unit)
 
 
 def unit_of(region: Region, unit: int) -> tuple[int, int]:

@@ -20,8 +20,10 @@ from tilex._version import __version__
 from tilex.device import resolve_device, tune_host_allocator
 from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress, fit_tile
 from tilex.errors import OutputError
+from tilex.estimate import log_work_ahead, tile_advice
 from tilex.feather import BlendSpec, run_feathered
 from tilex.feather import measure_stats as measure_feathered_stats
+from tilex.grid import clamp_tile
 from tilex.lock import output_lock
 from tilex.sink import MemorySink, RunInfo, Sink
 from tilex.stats import BandStats, StatsSpec
@@ -44,6 +46,12 @@ class RunReport:
 
     @property
     def megapixels_per_second(self) -> float:
+        """Million scan pixels (``H x W``, each with the visible RGB and every band) per second.
+
+        Over the whole run (``timings["total_s"]``: the encoder's loading and
+        the statistics pass included); the unit of the progress bars and of
+        the benchmarks' tables.
+        """
         seconds = self.timings.get("total_s") or float("nan")
         return self.shape[0] * self.shape[1] / 1e6 / seconds
 
@@ -158,7 +166,7 @@ def run(
             tune_host_allocator()  # CPU encoder: no page faults on every tile's activations
         # channels_last is faster for these convolutions on CPU and on GPU alike
         encoder = build_encoder(weights=weights, device=backend.name, precision=precision, channels_last=True)
-        chosen = tile or PipelineSpec.default_tile(backend)
+        chosen = _clamped_tile(tile, backend, tuple(scan.shape), getattr(sink, "write_unit", None))
         if backend.is_cuda:  # lower the tile, with a message, rather than fail on out-of-memory
             chosen = fit_tile(encoder, backend, chosen, scan.n_bands)
         pipeline = PipelineSpec(tile=chosen, readers=readers or max(2, min(8, os.cpu_count() or 2)))
@@ -172,6 +180,9 @@ def run(
             # found now, not after the statistics pass
             raise OutputError(f"the write unit ({write_unit} px) must be a multiple of the tile "
                               f"({pipeline.tile} px): choose --unit or --tile accordingly")
+        advice = tile_advice(engine.grid, clamp_tile(PipelineSpec.default_tile(backend), scan.shape, write_unit))
+        if advice:
+            log.warning("%s", advice)
         info = RunInfo(
             shape=tuple(scan.shape),
             band_names=tuple(scan.band_names),
@@ -196,6 +207,9 @@ def run(
             timings["total_s"] = time.perf_counter() - started
             return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
 
+        fresh_stats = fusion.norm == "band" and not (saved or reused)
+        log_work_ahead(engine, stats_spec.fraction_for(scan.shape) if fresh_stats else None,
+                       skip=getattr(sink, "skip", None) if resume else None)
         stats = None
         if fusion.norm == "band":
             stats = saved or reused or _measure_stats(engine, stats_spec, blending)
@@ -203,6 +217,17 @@ def run(
         _run_engine(engine, sink, info, stats, blending)
         timings = dict(engine.timings, total_s=time.perf_counter() - started)
         return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink)
+
+
+def _clamped_tile(tile: int | None, backend: Any, shape: tuple[int, int], unit: int | None) -> int:
+    """``tile`` (or the device's default) lowered to one tile covering a smaller scan."""
+    chosen = tile or PipelineSpec.default_tile(backend)
+    clamped = clamp_tile(chosen, shape, unit)
+    if clamped != chosen:  # said only when the tile was asked for
+        why = "one tile covering it" + (f" that divides the {unit} px write unit" if unit else "")
+        log.log(logging.INFO if tile else logging.DEBUG, "tile %d px is larger than the %dx%d scan: using %d px, %s",
+                chosen, *shape, clamped, why if clamped >= max(shape) else "the write unit")
+    return clamped
 
 
 def _measure_stats(engine: Engine, spec: StatsSpec, blending: BlendSpec) -> BandStats:

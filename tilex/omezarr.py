@@ -68,8 +68,8 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -237,7 +237,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     {'state': 'running'}
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not tempfile.mkstemp, whose mode 0600 would hide tilex.json from colleagues: the umask decides
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, default=_json_default)

@@ -1,8 +1,9 @@
 """ArtExtract's picture of a result: collage | visible | visible with the hidden areas in blue.
 
 The preview is drawn from one pyramid level, the first whose longest side is
-at most ``max_side`` (2048 by default), so it takes the same time on a
-gigapixel output as on a small one.
+at most ``max_side`` (1024 by default), so it takes the same time on a
+gigapixel output as on a small one, and its PNG stays small: three panels of
+at most 1024 px, about 3100 px wide in all.
 
 Panels
 ------
@@ -38,8 +39,8 @@ from tilex.output import Output, open_output
 
 __all__ = ["MAX_SIDE", "render_preview", "visible_from_overlay", "write_preview"]
 
-MAX_SIDE = 2048
-"""Longest side of the pyramid level a preview is drawn from (at most)."""
+MAX_SIDE = 1024
+"""Longest side of the pyramid level a preview is drawn from (at most): the side of each panel."""
 
 
 def _alpha() -> float:
