@@ -24,7 +24,7 @@ import numpy as np
 
 from tilex.errors import DeviceError
 
-__all__ = ["PRECISIONS", "Backend", "resolve_device", "tune_host_allocator"]
+__all__ = ["PRECISIONS", "Backend", "parse_device", "resolve_device", "tune_host_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 """Encoder precisions: ``fp32`` anywhere, ``bf16`` on CPU and CUDA, the rest CUDA only."""
@@ -151,6 +151,23 @@ class Backend:
         return f"{self.name} ({torch.cuda.get_device_name(self.index)})"
 
 
+def parse_device(text: Any) -> str:
+    """The spelling of a device, checked and normalised; nothing is probed.
+
+    Returns ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``, lower-cased
+    without spaces (a ``torch.device`` reads as its text).
+
+    Examples
+    --------
+    >>> parse_device(" CUDA:1 "), parse_device(None)
+    ('cuda:1', 'auto')
+    """
+    normal = str(text or "auto").strip().lower()
+    if normal in ("auto", "cpu") or _TEXT.match(normal):
+        return normal
+    raise DeviceError(f"device must be auto, cpu, cuda or cuda:<index>, got {text!r}")
+
+
 def resolve_device(
     text: str = "auto", *, precision: str = "fp32", channels_last: bool = True
 ) -> Backend:
@@ -179,20 +196,17 @@ def resolve_device(
     ...
     tilex.errors.DeviceError: device must be auto, cpu, cuda or cuda:<index>, got 'tpu'
     """
-    given = text
-    text = str(text or "auto").strip().lower()  # str(): a torch.device reads as its text
+    given, text = text, parse_device(text)
     if text == "cpu":
         name = "cpu"
     elif text == "auto":
         name = "cuda:0" if _cuda_usable() is None else "cpu"
-    elif match := _TEXT.match(text):
-        index = int(match.group(1) or 0)
+    else:
+        index = int(text.partition(":")[2] or 0)
         problem = _cuda_usable(index)
         if problem:
             raise DeviceError(f"device {given!r} is not usable: {problem}; use --device cpu")
         name = f"cuda:{index}"
-    else:
-        raise DeviceError(f"device must be auto, cpu, cuda or cuda:<index>, got {given!r}")
     return Backend(name, precision=precision, channels_last=channels_last)
 
 
