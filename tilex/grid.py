@@ -13,7 +13,14 @@ does on the whole image. No invented pixels are ever fed to the encoder.
 Tiles are visited *unit by unit*: a sink that writes square units (OME-Zarr
 shards of 4096 px) receives all tiles of one unit before the next, units in
 Morton (Z) order, so a pyramid level above completes after its 2x2 children
-and only one partial unit per level is ever held in memory.
+and only one partial unit per level is ever held in memory. Inside a unit the
+cores are anchored at the unit's corner and the last row and column of cores
+are clipped at the unit's edge, so any tile size works with any unit: where
+the tile divides the unit this is exactly the grid anchored at (0, 0).
+
+All halo arithmetic lives here (:func:`region_with_halo`): the engine's tiles,
+the statistics pass's sampled squares and the feathered extents all grow a
+region the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Region", "Tile", "TileGrid", "clamp_tile", "morton_order", "unit_of"]
+__all__ = ["Region", "Tile", "TileGrid", "clamp_tile", "morton_order", "region_with_halo", "unit_of"]
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1, half-open
 
@@ -49,7 +56,8 @@ class Tile:
 
     def describe(self) -> str:
         y0, y1, x0, x1 = self.core
-        return f"tile ({self.row}, {self.col}) rows {y0}:{y1} cols {x0}:{x1}"
+        where = f"rows {y0}:{y1}, columns {x0}:{x1}"
+        return where if self.row < 0 else f"tile ({self.row}, {self.col}) {where}"
 
 
 @dataclass(frozen=True)
@@ -104,31 +112,76 @@ class TileGrid:
         return _read_length(self.shape[0], self.tile, self.halo) * _read_length(self.shape[1], self.tile, self.halo)
 
     def tile_at(self, row: int, col: int) -> Tile:
+        """The tile at ``(row, col)`` of the grid anchored at (0, 0)."""
         h, w = self.shape
-        t, r = self.tile, self.halo
-        y0, x0 = row * t, col * t
-        y1, x1 = min(y0 + t, h), min(x0 + t, w)
-        read = (max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w))
-        return Tile(row, col, (y0, y1, x0, x1), read)
+        t = self.tile
+        core = (row * t, min(row * t + t, h), col * t, min(col * t + t, w))
+        return Tile(row, col, core, region_with_halo(core, self.halo, self.shape))
 
-    def tiles(self, unit: int | None = None) -> Iterator[Tile]:
+    def tiles(self, unit: int | None = None, *, clip_to_unit: bool = True) -> Iterator[Tile]:
         """Every tile once: row-major, or unit by unit in Morton order.
 
-        ``unit`` must be a multiple of ``tile`` so no tile straddles two units.
+        With ``unit``, each unit's tiles come together (:meth:`unit_tiles`:
+        cores clipped at the unit's edge). ``clip_to_unit=False`` keeps the
+        grid anchored at (0, 0) and gives each unit the tiles whose core starts
+        in it (the feathered mode's order, whose ramps need one grid).
+
+        Examples
+        --------
+        >>> [t.core for t in TileGrid((10, 10), tile=4, halo=1).tiles(unit=6)][:3]
+        [(0, 4, 0, 4), (0, 4, 4, 6), (4, 6, 0, 4)]
         """
         if unit is None:
             for row in range(self.rows):
                 for col in range(self.cols):
                     yield self.tile_at(row, col)
             return
-        if unit % self.tile:
-            raise ValueError(f"write unit {unit} is not a multiple of the tile size {self.tile}")
-        per = unit // self.tile
         h, w = self.shape
-        for uy, ux in morton_order(-(-h // unit), -(-w // unit)):
-            for row in range(uy * per, min((uy + 1) * per, self.rows)):
-                for col in range(ux * per, min((ux + 1) * per, self.cols)):
+        for index in morton_order(-(-h // unit), -(-w // unit)):
+            if clip_to_unit:
+                yield from self.unit_tiles(unit, index)
+                continue
+            y0, y1, x0, x1 = _unit_region(index, unit, self.shape)
+            t = self.tile
+            for row in range(-(-y0 // t), -(-y1 // t)):
+                for col in range(-(-x0 // t), -(-x1 // t)):
                     yield self.tile_at(row, col)
+
+    def unit_tiles(self, unit: int, index: tuple[int, int]) -> Iterator[Tile]:
+        """The tiles of write unit ``index``: cores anchored at its corner, clipped at its edge.
+
+        Where ``tile`` divides ``unit`` these are the grid's own tiles.
+
+        Examples
+        --------
+        >>> [t.core for t in TileGrid((10, 10), tile=4, halo=1).unit_tiles(6, (1, 1))]
+        [(6, 10, 6, 10)]
+        """
+        y0, y1, x0, x1 = _unit_region(index, unit, self.shape)
+        t, per = self.tile, -(-unit // self.tile)
+        for i, ty in enumerate(range(y0, y1, t)):
+            for j, tx in enumerate(range(x0, x1, t)):
+                core = (ty, min(ty + t, y1), tx, min(tx + t, x1))
+                yield Tile(index[0] * per + i, index[1] * per + j, core,
+                           region_with_halo(core, self.halo, self.shape))
+
+
+def region_with_halo(region: Region, halo: int, shape: tuple[int, int]) -> Region:
+    """``region`` grown by ``halo`` px on every side, clipped at the image border.
+
+    Examples
+    --------
+    >>> region_with_halo((0, 10, 20, 30), 6, (100, 28))
+    (0, 16, 14, 28)
+    """
+    y0, y1, x0, x1 = region
+    h, w = shape
+    return max(y0 - halo, 0), min(y1 + halo, h), max(x0 - halo, 0), min(x1 + halo, w)
+
+
+def _unit_region(index: tuple[int, int], unit: int, shape: tuple[int, int]) -> Region:
+    h, w = shape
+    return index[0] * unit, min((index[0] + 1) * unit, h), index[1] * unit, min((index[1] + 1) * unit, w)
 
 
 def _read_length(n: int, tile: int, halo: int) -> int:
@@ -137,27 +190,24 @@ def _read_length(n: int, tile: int, halo: int) -> int:
 
 
 def clamp_tile(tile: int, shape: tuple[int, int], unit: int | None = None) -> int:
-    """``tile``, or when it is longer than the image, the least tile that still covers it.
+    """``tile``, or when it is longer than the image (or the write unit), the least tile that covers it.
 
-    Any tile at least as long as the image's longer side gives the same grid
-    of one tile, so such a tile becomes the smallest multiple of 16 that
-    covers the longer side and divides ``unit`` (when given: ``unit`` must
-    stay a multiple of the tile); with an image longer than ``unit``, ``unit``.
+    Any tile at least as long as the image's longer side (or the unit: cores
+    are clipped at the unit's edge) gives the same tiles, so such a tile
+    becomes the smallest multiple of 16 that covers the longer side, at most
+    ``unit``. It only spares the encoder trials a needlessly large tile.
 
     Examples
     --------
     >>> clamp_tile(8192, (300, 200), unit=4096), clamp_tile(8192, (300, 200))
-    (512, 304)
+    (304, 304)
     >>> clamp_tile(8192, (5000, 5000), unit=4096), clamp_tile(256, (300, 200), unit=4096)
     (4096, 256)
     """
-    side = max(shape)
-    if tile <= side:
+    longest = min(max(shape), unit) if unit else max(shape)
+    if tile <= longest:
         return tile
-    covering = -(-side // 16) * 16
-    if unit is None:
-        return covering
-    return next((t for t in range(covering, unit + 1, 16) if unit % t == 0), unit)
+    return -(-longest // 16) * 16
 
 
 def unit_of(region: Region, unit: int) -> tuple[int, int]:
