@@ -16,6 +16,7 @@ a :class:`tilex.errors.ScanError`: one ``tilex: error:`` line and exit 2.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from tilex.scan import Scan
 
 __all__ = [
-    "QUIET_HELP", "VERBOSE_HELP", "scan_from_options", "scan_options", "set_verbosity", "verbosity_options",
+    "FiniteFloatRange", "QUIET_HELP", "VERBOSE_HELP", "scan_from_options", "scan_options", "set_verbosity",
+    "verbosity_options",
 ]
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -80,19 +82,55 @@ def verbosity_options(command: click.Command) -> click.Command:
     return command
 
 
-def scan_options(func: F) -> F:
-    """Add the ``SCAN`` argument and the ``--visible``/``--band`` options.
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinity (NaN passes every
+    comparison, so a plain range lets it through).
 
-    The command receives ``scan``, ``visible`` and ``band`` (a tuple of
-    texts); pass them to :func:`scan_from_options`.
+    Examples
+    --------
+    >>> FiniteFloatRange(0.0, 1.0).convert("0.5", None, None)
+    0.5
+    """
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def _input_range(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[float, float] | None:
+    from tilex.scan import parse_input_range
+
+    try:
+        return parse_input_range(value, "the input range")
+    except ScanError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def scan_options(func: F) -> F:
+    """Add the ``SCAN`` argument and the ``--visible``/``--band``/``--input-range`` options.
+
+    The command receives ``scan``, ``visible``, ``band`` (a tuple of
+    texts) and ``input_range``; pass them to :func:`scan_from_options`.
 
     Examples
     --------
     >>> @click.command()
     ... @scan_options
-    ... def command(scan, visible, band):
-    ...     opened = scan_from_options(scan, visible, band)
+    ... def command(scan, visible, band, input_range):
+    ...     opened = scan_from_options(scan, visible, band, input_range)
     """
+    func = click.option(
+        "--input-range",
+        default=None,
+        callback=_input_range,
+        metavar="LO,HI",
+        help="The values of the float32 inputs that mean 0 and 1 (default 0,1: reflectance), "
+        "e.g. 0,65535; integer images are always scaled by their type's range.",
+    )(func)
     func = click.option(
         "--band",
         "band",
@@ -112,7 +150,12 @@ def scan_options(func: F) -> F:
     return func
 
 
-def scan_from_options(scan: str | None, visible: str | None, band: Sequence[str]) -> Scan:
+def scan_from_options(
+    scan: str | None,
+    visible: str | None,
+    band: Sequence[str],
+    input_range: tuple[float, float] | None = None,
+) -> Scan:
     """Open the scan chosen by :func:`scan_options`'s values.
 
     Returns
@@ -135,7 +178,7 @@ def scan_from_options(scan: str | None, visible: str | None, band: Sequence[str]
     if scan is not None:
         if visible is not None or band:
             raise ScanError("give either SCAN or --visible with --band, not both")
-        return open_scan(scan)
+        return open_scan(scan, input_range=input_range)
     if visible is None:
         if band:
             raise ScanError("--band needs --visible FILE (the visible image of the scan)")
@@ -145,4 +188,5 @@ def scan_from_options(scan: str | None, visible: str | None, band: Sequence[str]
         )
     if not band:
         raise ScanError("--visible needs at least one --band NAME[@NM]=FILE")
-    return open_scan(visible=visible, bands=[parse_band_option(text) for text in band])
+    bands = [parse_band_option(text) for text in band]
+    return open_scan(visible=visible, bands=bands, input_range=input_range)

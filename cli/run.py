@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from tilex.cli.options import scan_from_options, scan_options
+from tilex.cli.options import FiniteFloatRange, scan_from_options, scan_options
 from tilex.cli.progress import format_rate, progress_bars
 
 
@@ -68,9 +68,9 @@ def _unit(ctx: click.Context, param: click.Parameter, value: int) -> int:
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output folder (OME-Zarr collage, score, overlay, tilex.json).")
 @click.option("--tile", type=int, default=None, callback=_tile, help="Tile core side in px: a multiple of 16 that divides --unit (with the default unit: 16, 32, 64, ..., 2048 or 4096); one longer than the scan is lowered to the least that covers it. Tiles are read with the encoder's halo (6 px for the default weights), so under about 32 px most of the work is halo (warned). Default 512 on CPU, 2048 on GPU, halved while it does not fit in GPU memory.")
 @click.option("--norm", type=click.Choice(["band", "pixel"]), default="band", show_default=True, help="Normalise each band over the whole scan (band) or across bands at each pixel (pixel).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Normalised dissimilarity at or below which a band does not count.")
+@click.option("--threshold", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True, help="Normalised dissimilarity at or below which a band does not count.")
 @click.option("--clip", default="1,99", show_default=True, callback=_clip, help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (0,100 = min/max).")
-@click.option("--stats-sample", type=float, default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 squares of 64 px; 1 = every pixel).")
+@click.option("--stats-sample", type=FiniteFloatRange(), default=None, callback=_sample, help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 squares of 64 px; 1 = every pixel).")
 @click.option("--stats-from", type=click.Path(exists=True), default=None, help="Reuse the statistics of an earlier output, so a series is normalised alike.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:<index>.")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default="fp32", show_default=True, help="Encoder precision (reduced precisions on CUDA only).")
@@ -85,7 +85,7 @@ def _unit(ctx: click.Context, param: click.Parameter, value: int) -> int:
 @click.option("--workers", default=None, callback=_workers, metavar="N|gpus", help="Run on N local worker processes, or one per GPU with dask-cuda ('gpus').")
 @click.option("--unit", type=int, default=4096, show_default=True, callback=_unit, help="Write unit and shard side in px: a multiple of --chunk.")
 @click.option("--chunk", type=int, default=512, show_default=True, callback=_unit, help="Chunk side in px on every pyramid level.")
-def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample, stats_from,
+def command(scan, visible, band, input_range, out, tile, norm, threshold, clip, stats_sample, stats_from,
             device, precision, weights, keep_dissimilarity, ome_zarr_version, overwrite,
             blend, overlap, resume, scheduler, workers, unit, chunk) -> None:
     """Fuse SCAN (scan.json, its folder, or a multi-channel OME-TIFF/OME-Zarr) into OUT."""
@@ -93,7 +93,7 @@ def command(scan, visible, band, out, tile, norm, threshold, clip, stats_sample,
 
     _blend(blend, overlap, tile)
 
-    opened = scan_from_options(scan, visible, band)
+    opened = scan_from_options(scan, visible, band, input_range)
     with progress_bars() as progress:
         report = tilex.run(
             opened, out, weights=weights, tile=tile, norm=norm, threshold=threshold, clip=clip,

@@ -274,6 +274,20 @@ def _case_missing_band_file(d, w):
     ], "gone.tif does not exist"
 
 
+def _case_float_not_reflectance(d, w):
+    w(d / "ir.tif", np.full((H, W), 4000.0, np.float32), "tiff", tile=(16, 16))
+    return [str(d)], "band 'ir1000' (" + str(d / "ir.tif") + ") holds float values from 4000 to 4000"
+
+
+def _case_float_beyond_its_input_range(d, w):
+    w(d / "ir.tif", np.full((H, W), 4000.0, np.float32), "tiff", tile=(16, 16))
+    return [str(d), "--input-range", "0,255"], "far outside its input range [0, 255]"
+
+
+def _case_input_range_without_floats(d, w):
+    return [str(d), "--input-range", "0,4095"], "no input is float32"
+
+
 def _case_zarr_three_channels(d, w):
     w(d / "s.zarr", np.zeros((3, H, W), np.uint8), "ome-zarr-0.5")
     return [str(d / "s.zarr")], "has 3 channels; as a whole scan it needs"
@@ -292,6 +306,32 @@ def test_bad_input_is_one_line_and_exit_2(folder, write_image, case):
     assert expected in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["0", "1,0", "0,nan", "inf,1", "a,b"])
+def test_bad_input_range_is_a_usage_error(folder, value):
+    result = _invoke("info", str(folder), "--input-range", value)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "--input-range" in result.stderr and "two finite numbers" in result.stderr
+
+
+def test_info_shows_each_planes_values_and_scaling(folder, write_image, monkeypatch):
+    rng = np.random.default_rng(1)
+    write_image(folder / "ir.tif", rng.uniform(10, 60000, (H, W)).astype(np.float32), "tiff")
+    result = _invoke("info", str(folder), "--input-range", "0,65535")
+    assert result.exit_code == 0, result.stderr
+    ir = next(line for line in result.stdout.splitlines() if "ir1000" in line)
+    assert "0..65535" in ir and "(sampled)" not in ir
+    low, high = ir.split()[-1].split("..")
+    assert 10 <= float(low) < float(high) <= 60000
+    uv = next(line for line in result.stdout.splitlines() if " uv " in line)
+    assert uv.split()[-2:] == ["0..255", "-"]  # integers: their type's range, not read
+    assert "visible.tif (channels [0, 1, 2]), 0..255 scaled to 0..1" in result.stdout
+    from tilex import readers
+
+    monkeypatch.setattr(readers, "FINITE_CHECK_AT_OPEN_PX", 0)  # large files are sampled
+    result = _invoke("info", str(folder), "--input-range", "0,65535")
+    assert "(sampled)" in next(line for line in result.stdout.splitlines() if "ir1000" in line)
 
 
 def test_bad_input_matrix_is_wide():

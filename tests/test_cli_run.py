@@ -14,8 +14,9 @@ from PIL import Image
 from tilex.cli.main import main
 
 import tilex
+from tilex.metrics import roc_auc
 from tilex.output import open_output
-from tilex.synthetic import MASK_FILE, roc_auc
+from tilex.synthetic import MASK_FILE
 
 
 def invoke(*args: str):
@@ -90,6 +91,13 @@ def test_stats_from_reuses_statistics(scan, tmp_path):
         (["--stats-sample", "0"], ["--stats-sample"]),
         (["--tile", "100"], ["--tile"]),
         (["--threshold", "2"], ["--threshold"]),
+        (["--threshold", "nan"], ["--threshold", "not a finite number"]),
+        (["--threshold", "inf"], ["--threshold"]),
+        (["--stats-sample", "nan"], ["--stats-sample", "not a finite number"]),
+        (["--stats-sample", "inf"], ["--stats-sample"]),
+        (["--clip", "nan,99"], ["--clip"]),
+        (["--clip", "1,inf"], ["--clip"]),
+        (["--input-range", "0,nan"], ["--input-range", "two finite numbers"]),
         (["--device", "tpu"], ["tpu"]),
         (["--device", "cuda:3"], ["cuda:3", "--device cpu"]),
         (["--precision", "fp16", "--device", "cpu"], ["fp16"]),
@@ -152,3 +160,72 @@ def test_unwritable_output_is_one_line(scan, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should go")
     one_error_line(invoke("run", scan, "-o", blocker / "out", "--device", "cpu"), str(blocker / "out"))
+
+
+def _state(out: Path) -> str:
+    return json.loads((out / "tilex.json").read_text())["state"]
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["write-without-filename", "open-with-filename"])
+def test_disk_full_is_one_line_naming_the_path_and_marks_failed(scan, tmp_path, monkeypatch, named):
+    import errno
+
+    from zarr.storage import _local
+
+    put = _local._put
+
+    def full(path, value, exclusive=False):
+        if "/c/" not in path.as_posix():  # metadata fits; the first chunk does not
+            return put(path, value, exclusive=exclusive)
+        raise OSError(errno.ENOSPC, "No space left on device", *([str(path)] if named else []))
+
+    monkeypatch.setattr(_local, "_put", full)
+    out = tmp_path / "out"
+    result = invoke("-q", "run", scan, "-o", out, "--device", "cpu", "--tile", "64", "--unit", "128",
+                    "--chunk", "64")
+    where = str(out / "collage.ome.zarr" / "0") + ("/c/" if named else ":")
+    one_error_line(result, where, "No space left on device")
+    assert _state(out) == "failed"
+
+
+def _corrupt_tile_scan(folder: Path) -> Path:
+    """A 192x192 scan in 64 px tiles whose first band has its middle tile damaged."""
+    import tifffile
+
+    manifest = tilex.synth(folder, size=(192, 192), bands=2, seed=5, tile=64)
+    band = folder / json.loads(manifest.read_text())["bands"][0]["file"]
+    with tifffile.TiffFile(band) as tif:
+        offset, count = tif.pages[0].dataoffsets[4], tif.pages[0].databytecounts[4]
+    with open(band, "r+b") as file:
+        file.seek(offset)
+        file.write(b"\xff" * count)
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("norm", "stage"),
+    [("band", "statistics pass: reading rows 58:134, columns 58:134 of "),
+     ("pixel", "fusing tiles: reading rows 0:70, columns 0:70 of ")],
+)
+def test_corrupt_tile_met_mid_run_names_the_file_and_marks_failed(tmp_path, norm, stage):
+    manifest = _corrupt_tile_scan(tmp_path / "scan")
+    out = tmp_path / "out"
+    result = invoke("-q", "run", manifest, "-o", out, "--device", "cpu", "--tile", "64", "--norm", norm)
+    one_error_line(result, stage + str(tmp_path / "scan" / "uv365.tif") + " failed: the file's tile at "
+                   "rows 64:128, columns 64:128", "cannot be decoded")
+    assert _state(out) == "failed"
+
+
+def test_float_scan_in_16_bit_values_needs_its_input_range(tmp_path, write_image):
+    rng = np.random.default_rng(0)
+    visible = write_image(tmp_path / "v.tif", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "tiff",
+                          photometric="rgb")
+    band = write_image(tmp_path / "ir.tif", rng.uniform(0, 65535, (64, 64)).astype(np.float32), "tiff")
+    args = ["-q", "run", "--visible", visible, "--band", f"ir@1000={band}", "--device", "cpu"]
+    one_error_line(invoke(*args, "-o", tmp_path / "a"), str(band), "not reflectance in [0, 1]",
+                   "--input-range 0,65535")
+    assert not (tmp_path / "a").exists()
+    result = invoke(*args, "-o", tmp_path / "b", "--input-range", "0,65535")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((tmp_path / "b" / "tilex.json").read_text())
+    assert meta["state"] == "complete" and meta["scan"]["bands"][0]["input_range"] == [0, 65535]

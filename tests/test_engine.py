@@ -18,13 +18,15 @@ CPU = Backend("cpu")
 
 
 def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | None = None):
-    """A scan of random arrays in memory; ``nan_at`` puts a NaN in band 0 there."""
+    """A scan of random arrays in memory; ``nan_at`` puts a NaN in band 0 there once it is open
+    (opening would refuse it), so that only the tile reading it meets it."""
     rng = np.random.default_rng(seed)
     bands = rng.random((n, h, w), dtype=np.float32)
+    scan = open_scan(visible=rng.random((3, h, w), dtype=np.float32),
+                     bands=[(f"b{i}", 400.0 + 100 * i, band) for i, band in enumerate(bands)])
     if nan_at:
         bands[0][nan_at] = np.nan
-    return open_scan(visible=rng.random((3, h, w), dtype=np.float32),
-                     bands=[(f"b{i}", 400.0 + 100 * i, band) for i, band in enumerate(bands)])
+    return scan
 
 
 def fused(scan, encoder, *, tile, norm="band", unit=None, readers=2, depth=3, stats=None):
@@ -113,9 +115,15 @@ def test_failing_tile_names_tile_and_aborts(random_encoder):
     engine = Engine(scan, random_encoder(4), CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=128))
     sink = MemorySink()
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1)
-    with pytest.raises(NonFiniteError, match=r"tile \(1, 1\) rows 128:256 cols 128:256"):
+    with pytest.raises(NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows 122:262, "
+                       r"columns 122:262"):
         engine.run(sink, info, None)
     assert not sink.closed
+
+
+def test_library_refuses_a_nan_threshold():
+    with pytest.raises(ValueError, match=r"threshold must be a finite number in \[0, 1\], got nan"):
+        FusionSpec(threshold=float("nan"))
 
 
 def test_band_mode_requires_stats(random_encoder):

@@ -44,9 +44,10 @@ def array_scan(visible: np.ndarray, bands: np.ndarray):
 def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | None = None):
     rng = np.random.default_rng(seed)
     bands = rng.random((n, h, w), dtype=np.float32)
-    if nan_at:
+    scan = array_scan(rng.random((3, h, w), dtype=np.float32), bands)
+    if nan_at:  # once open (opening would refuse it): only the tiles reading it meet it
         bands[0][nan_at] = np.nan
-    return array_scan(rng.random((3, h, w), dtype=np.float32), bands)
+    return scan
 
 
 # --------------------------------------------------------------------------- weights
@@ -328,7 +329,7 @@ def test_band_mode_requires_stats_and_failures_abort(small):
     failing = random_scan(100, 100, 2, seed=3, nan_at=(70, 70))
     engine = Engine(failing, encoder, CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=32))
     sink = MemorySink()
-    with pytest.raises(NonFiniteError, match=r"tile \(\d, \d\) rows \d+:\d+ cols"):
+    with pytest.raises(NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows \d+:\d+, columns"):
         run_feathered(engine, sink, RunInfo(failing.shape, failing.band_names, failing.wavelengths, 1), None, 8)
     assert not sink.closed
 

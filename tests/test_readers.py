@@ -395,9 +395,24 @@ def test_corrupt_tile_fails_when_read(tmp_path, write_image):
     source = open_source(path)  # the probe decodes tile 0 only
     source.read(0, 16, 0, 16)
     with pytest.raises(
-        CorruptFileError, match=r"b.tif: tile/strip \d+ at byte \d+ cannot be decoded"
+        CorruptFileError,
+        match=r"reading rows 65:70, columns 85:90 of \S*b.tif failed: the file's tile at "
+        r"rows 64:70, columns 80:90 \(byte \d+\) cannot be decoded \(DeflateError",
     ):
         source.read(H - 5, H, W - 5, W)
+
+
+def test_corrupt_strip_names_its_rows(tmp_path, write_image):
+    path = write_image(tmp_path / "s.tif", _data("uint16"), "tiff", rowsperstrip=8, compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
+    with open(path, "r+b") as file:
+        file.seek(offset)
+        file.write(b"\0" * count)
+    with pytest.raises(
+        CorruptFileError, match=r"rows 10:30, columns 0:5 of \S*s.tif failed: the file's strip of rows 16:24 "
+    ):
+        open_source(path).read(10, 30, 0, 5)
 
 
 def test_corrupt_first_tile_fails_at_open(tmp_path, write_image):
@@ -442,13 +457,14 @@ def test_non_finite_float_refused_at_open(tmp_path, write_image):
 
 def test_non_finite_large_float_refused_when_read(tmp_path, write_image, monkeypatch):
     monkeypatch.setattr(readers, "FINITE_CHECK_AT_OPEN_PX", 0)  # "large": not checked at open
+    monkeypatch.setattr(readers, "RANGE_LATTICE", 2)  # its value range: 4 regions, none at (40, 50)
     data = _data("float32", 2)
     data[40, 50, 1] = np.inf
     path = write_image(tmp_path / "f.zarr", np.moveaxis(data, -1, 0), "zarr2")
     source = open_source(path)
     assert source.read(0, 40, 0, W).shape == (2, 40, W)
     with pytest.raises(
-        NonFiniteError, match=r"f.zarr holds NaN or infinity in region y 32:48, x 48:64"
+        NonFiniteError, match=r"f.zarr holds NaN or infinity in rows 32:48, columns 48:64"
     ):
         source.read(32, 48, 48, 64)
 
@@ -493,8 +509,58 @@ def test_corrupt_zarr_chunk_fails_when_read(tmp_path, write_image):
     chunk.write_bytes(b"garbage" * 10)
     source = open_source(path)
     with pytest.raises(
-        CorruptFileError, match=r"b.zarr: chunks of region y 0:10, x 0:10 cannot be read"
+        CorruptFileError, match=r"reading rows 0:10, columns 0:10 of \S*b.zarr failed: its chunks"
     ):
         source.read(0, 10, 0, 10)
     chunk.unlink()  # a missing chunk is the fill value, as Zarr defines
     assert (source.read(0, 10, 0, 10) == 0).all()
+
+
+# ------------------------------------------------------------- value range
+
+
+def test_value_range_of_a_small_float_file_is_exact(tmp_path, write_image):
+    data = _data("float32", 2)
+    source = open_source(write_image(tmp_path / "f.zarr", np.moveaxis(data, -1, 0), "zarr2"))
+    values = source.value_range()
+    assert values == readers.ValueRange(
+        tuple(float(v) for v in data.min(axis=(0, 1))),
+        tuple(float(v) for v in data.max(axis=(0, 1))),
+        sampled=False,
+    )
+    assert open_source(write_image(tmp_path / "i.tif", _data("uint16"), "tiff")).value_range() is None
+
+
+def test_value_range_of_a_large_float_file_is_sampled(tmp_path, write_image, monkeypatch):
+    monkeypatch.setattr(readers, "FINITE_CHECK_AT_OPEN_PX", 0)  # every file counts as large
+    data = _data("float32")
+    source = open_source(write_image(tmp_path / "f.tif", data, "tiff", tile=(16, 16)))
+    reads = []
+    monkeypatch.setattr(source, "read", lambda *region: reads.append(region) or data[None, :1, :1])
+    values = readers.measure_range(source)
+    assert values.sampled and len(reads) == readers.RANGE_LATTICE**2
+    assert all(y1 - y0 <= 16 and x1 - x0 <= 16 for y0, y1, x0, x1 in reads)
+
+
+@pytest.fixture(scope="module")
+def large_float_tiff(tmp_path_factory):
+    """A 8704x8704 float32 BigTIFF (76 Mpx: sampled at open), tiled 512, tile i holding i."""
+    size, tile = 8704, 512
+    per_row = size // tile
+    path = tmp_path_factory.mktemp("large") / "large.tif"
+    tiles = (np.full((tile, tile), i, np.float32) for i in range(per_row * per_row))
+    tifffile.imwrite(path, tiles, shape=(size, size), dtype="float32", tile=(tile, tile),
+                     compression="zlib", compressionargs={"level": 1}, bigtiff=True)
+    return path, per_row
+
+
+def test_opening_a_large_float_file_decodes_a_lattice_only(large_float_tiff, monkeypatch):
+    path, per_row = large_float_tiff
+    decoded = []
+    segment = TiffSource._segment
+    monkeypatch.setattr(TiffSource, "_segment", lambda self, p, i, w: decoded.append(i) or segment(self, p, i, w))
+    start = time.perf_counter()
+    values = open_source(path).value_range()
+    assert time.perf_counter() - start < 5
+    assert values.sampled and len(set(decoded)) <= readers.RANGE_LATTICE**2 + 1  # + the probe
+    assert 0 <= values.lo[0] < values.hi[0] <= per_row * per_row - 1

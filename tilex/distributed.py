@@ -315,7 +315,6 @@ def run_on_cluster(
     with _client(cluster, work.device) as (client, local_workers):
         if local_workers and not work.device.startswith("cuda"):
             work = replace(work, torch_threads=max(1, (os.cpu_count() or 1) // local_workers))
-        started = False
         try:
             if work.fusion.norm == "band" and stats is None:
                 t0 = time.perf_counter()
@@ -324,7 +323,6 @@ def run_on_cluster(
             if stats is not None:
                 info.metadata["stats"] = stats.to_dict()
             layout.write_manifest("running")
-            started = True
             if sink.resume and layout.journal.has_arrays():
                 layout.open_arrays()
                 layout.remove_partial_files()
@@ -344,8 +342,7 @@ def run_on_cluster(
             layout.finish()
             sink.state = "complete"
         except BaseException:
-            if started:
-                layout.write_manifest("failed")
+            layout.write_manifest("failed")  # also when the statistics pass failed
             sink.state = "failed"
             raise
     return stats, timings

@@ -22,6 +22,7 @@ Normalisation ranges come from the whole scan (:mod:`tilex.stats`).
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -50,6 +51,9 @@ log = logging.getLogger("tilex")
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done_pixels, total_pixels)``; stages: ``"stats"``, ``"tiles"``."""
 
+_STAGE_LABELS = {"stats": "statistics pass", "tiles": "fusing tiles"}
+"""How messages name the stages of :meth:`Engine._stream` (as the progress bars do)."""
+
 MOSAIC_SIDE_CPU = 480
 MOSAIC_SIDE_CUDA = 2048
 """About how wide a mosaic of statistics blocks is on each device (see ``Engine._mosaics``)."""
@@ -74,8 +78,8 @@ class FusionSpec:
     def __post_init__(self) -> None:
         if self.norm not in ("band", "pixel"):
             raise ValueError(f"norm must be 'band' or 'pixel', got {self.norm!r}")
-        if not (0.0 <= self.threshold <= 1.0):
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold:g}")
+        if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"threshold must be a finite number in [0, 1], got {self.threshold!r}")
 
 
 @dataclass(frozen=True)
@@ -292,17 +296,19 @@ class Engine:
         tiles = [t for t in self.grid.tiles(sink.write_unit) if not (skip and skip(t))]
         total = sum(t.pixels for t in self.grid.tiles())
         done = total - sum(t.pixels for t in tiles)
-        sink.open(info)
-        writer = _Writer(sink, self.pipeline.depth)
+        writer = None
         start = time.perf_counter()
         try:
+            sink.open(info)  # in here: an output that fails to lay out is marked failed too
+            writer = _Writer(sink, self.pipeline.depth)
             for tile, (g, b, gray) in self._stream(tiles, "tiles", keep_visible=True):
                 writer.put(self._fuse(tile, g, b, gray, lo_hi))
                 done += tile.pixels
                 self.progress("tiles", done, total)
             writer.finish()
         except BaseException:
-            writer.cancel()
+            if writer is not None:
+                writer.cancel()
             sink.abort()
             raise
         self.timings["tiles_s"] = time.perf_counter() - start
@@ -347,7 +353,7 @@ class Engine:
             def submit() -> None:
                 tile = next(tiles, None)
                 if tile is not None:
-                    pending.append((tile, pool.submit(self._read, tile)))
+                    pending.append((tile, pool.submit(self._read, tile, stage)))
 
             for _ in range(self.pipeline.depth):
                 submit()
@@ -373,18 +379,24 @@ class Engine:
         self.timings[f"{stage}_read_wait_s"] = read_s
         self.timings[f"{stage}_encode_s"] = encode_s
 
-    def _read(self, tile: Tile | _Mosaic) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, tile: Tile | _Mosaic, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        label = _STAGE_LABELS.get(stage, stage)
         try:
             if isinstance(tile, _Mosaic):
                 return tile.read_from(self.scan)
             return self.scan.read_region(*tile.read)
-        except ScanError as err:
-            err.args = (f"{tile.describe()}: {err}",) + err.args[1:]
+        except ScanError as err:  # the reader names the file and the rows and columns read
+            err.args = (f"{label}: {err}",) + err.args[1:]
             raise
         except TilexError:
             raise
         except Exception as err:
-            raise TileError(f"{tile.describe()}: reading failed: {err}", tile=tile) from err
+            if isinstance(tile, _Mosaic):
+                where = tile.describe()
+            else:
+                y0, y1, x0, x1 = tile.read
+                where = f"rows {y0}:{y1}, columns {x0}:{x1} of the scan"
+            raise TileError(f"{label}: reading {where} failed: {err}", tile=tile) from err
 
     def _encode(self, tile: Tile, visible: np.ndarray, bands: np.ndarray) -> tuple[Any, Any]:
         try:
@@ -420,7 +432,9 @@ class _Mosaic:
         return sum(t.pixels for t in self.members)
 
     def describe(self) -> str:
-        return f"statistics blocks {self.members[0].describe()} and {len(self.members) - 1} more"
+        y0, y1, x0, x1 = self.members[0].read
+        more = len(self.members) - 1
+        return f"the statistics blocks at rows {y0}:{y1}, columns {x0}:{x1}" + (f" and {more} more" if more else "")
 
     def _origin(self, i: int) -> tuple[int, int]:
         return (i // self.per_row) * self.side, (i % self.per_row) * self.side
@@ -491,4 +505,6 @@ class _Writer:
     def _raise(self) -> None:
         if self.error is not None:
             err = self.error
-            raise err if isinstance(err, TilexError) else TileError(f"writing failed: {err}") from err
+            if isinstance(err, TilexError | OSError):  # the sink's OSError names the file: keep it
+                raise err
+            raise TileError(f"writing failed: {err}") from err

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptFileError",
     "DeviceError",
+    "InputRangeError",
     "ManifestError",
     "MissingFileError",
     "NonFiniteError",
@@ -66,6 +67,10 @@ class RegistrationError(ScanError):
 
 class NonFiniteError(ScanError):
     """A float input holds NaN or infinity (tilex refuses them)."""
+
+
+class InputRangeError(ScanError):
+    """A float input's values cannot be reflectance in its input range (e.g. 0..65535 as 0..1)."""
 
 
 class WeightsError(UsageError, ValueError):

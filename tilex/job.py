@@ -212,7 +212,7 @@ def run(
                        skip=getattr(sink, "skip", None) if resume else None)
         stats = None
         if fusion.norm == "band":
-            stats = saved or reused or _measure_stats(engine, stats_spec, blending)
+            stats = saved or reused or _measure_stats(engine, stats_spec, blending, sink)
             info.metadata["stats"] = stats.to_dict()  # saved in OUT as the main pass opens it
         _run_engine(engine, sink, info, stats, blending)
         timings = dict(engine.timings, total_s=time.perf_counter() - started)
@@ -230,20 +230,29 @@ def _clamped_tile(tile: int | None, backend: Any, shape: tuple[int, int], unit: 
     return clamped
 
 
-def _measure_stats(engine: Engine, spec: StatsSpec, blending: BlendSpec) -> BandStats:
-    if blending.mode == "feather":
-        return measure_feathered_stats(engine, spec, blending.overlap)
-    return engine.measure_stats(spec)
+def _measure_stats(engine: Engine, spec: StatsSpec, blending: BlendSpec, sink: Sink) -> BandStats:
+    """The statistics pass; a failure marks the output (already laid out) failed."""
+    try:
+        if blending.mode == "feather":
+            return measure_feathered_stats(engine, spec, blending.overlap)
+        return engine.measure_stats(spec)
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def _run_engine(engine: Engine, sink: Sink, info: RunInfo, stats: BandStats | None,
                 blending: BlendSpec) -> None:
-    if blending.mode == "feather":
-        # recorded only when feathered, so exact outputs keep their provenance and hash
-        info.metadata["parameters"].update(blend="feather", overlap=blending.overlap)
-        run_feathered(engine, sink, info, stats, blending.overlap)
-    else:
-        engine.run(sink, info, stats, skip=getattr(sink, "skip", None))
+    try:
+        if blending.mode == "feather":
+            # recorded only when feathered, so exact outputs keep their provenance and hash
+            info.metadata["parameters"].update(blend="feather", overlap=blending.overlap)
+            run_feathered(engine, sink, info, stats, blending.overlap)
+        else:
+            engine.run(sink, info, stats, skip=getattr(sink, "skip", None))
+    except BaseException:
+        sink.abort()  # also when the sink failed to open; a second abort does nothing
+        raise
 
 
 def _check_modes(out_path: Path | None, resume: bool, overwrite: bool, blending: BlendSpec,

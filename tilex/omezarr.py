@@ -70,8 +70,9 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +99,7 @@ __all__ = [
     "OmeZarrSink",
     "OutputLayout",
     "band_colours",
+    "os_errors_name",
     "read_manifest",
     "tile_field",
     "write_json_atomic",
@@ -223,6 +225,32 @@ def output_images(info: RunInfo) -> list[ImageSpec]:
 
 
 # --------------------------------------------------------------------------- metadata
+
+
+@contextmanager
+def os_errors_name(path: str | os.PathLike) -> Iterator[None]:
+    """Give an OSError raised while writing ``path`` that file name, when it names none.
+
+    ``write()`` on a full disk raises ``No space left on device`` without a
+    file name; the one-line error should still say where tilex was writing.
+    The error stays an OSError of the same errno (``except OSError`` works).
+
+    Examples
+    --------
+    >>> import errno
+    >>> try:
+    ...     with os_errors_name("OUT/score.ome.zarr/0"):
+    ...         raise OSError(errno.ENOSPC, "No space left on device")
+    ... except OSError as err:
+    ...     print(err.filename, err.errno == errno.ENOSPC)
+    OUT/score.ome.zarr/0 True
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), os.fspath(path)) from err
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -660,9 +688,11 @@ class OutputLayout:
         files: list[Path] = []
         for spec in self.images:
             array = self.arrays[spec.name][level]
-            array[..., y0:y1, x0:x1] = data[spec.name]
+            with os_errors_name(self.path / spec.path / str(level)):
+                array[..., y0:y1, x0:x1] = data[spec.name]
             files += self._files(array, level, index, spec.path.partition("/")[0])
-        fsync_files(files)
+        with os_errors_name(self.path):
+            fsync_files(files)
 
     def commit_unit(self, level: int, index: tuple[int, int], data: dict[str, np.ndarray]) -> None:
         """Write a finished unit durably, then journal it (with its window sample at level 0)."""
@@ -758,7 +788,8 @@ class OutputLayout:
 
     def write_manifest(self, state: str) -> None:
         """``tilex.json`` with ``state``, written atomically."""
-        write_json_atomic(self.path / MANIFEST, self.manifest(state))
+        with os_errors_name(self.path / MANIFEST):
+            write_json_atomic(self.path / MANIFEST, self.manifest(state))
 
     def finish(self) -> None:
         """Group metadata, then ``"state": "complete"``, then the journal is dropped."""
@@ -972,12 +1003,13 @@ class OmeZarrSink:
         assert layout is not None
         layout.info = info  # the statistics may have been added since prepare()
         layout.write_manifest("running")
-        if self.resume and layout.journal.has_arrays():
-            layout.open_arrays()
-            layout.remove_partial_files()
-        else:
-            self._restored = [set() for _ in layout.shapes]
-            layout.create_arrays()
+        with os_errors_name(self.path):
+            if self.resume and layout.journal.has_arrays():
+                layout.open_arrays()
+                layout.remove_partial_files()
+            else:
+                self._restored = [set() for _ in layout.shapes]
+                layout.create_arrays()
         self._units: list[dict[tuple[int, int], _Unit]] = [{} for _ in layout.shapes]
         self._done: list[set[tuple[int, int]]] = [set(r) for r in self._restored]
         # children reduced and spilled to disk, per parent, until the parent is whole
@@ -1041,22 +1073,31 @@ class OmeZarrSink:
             raise
         self._pool.shutdown()
         shutil.rmtree(self._scratch, ignore_errors=True)
-        layout.finish()
+        with os_errors_name(self.path):
+            layout.finish()
         self.state = "complete"
         self._units = []
 
     def abort(self) -> None:
-        """Stop writing and mark the output ``"failed"``; never raises for write errors."""
-        if self.state != "running":
+        """Stop writing and mark the output ``"failed"``; never raises for write errors.
+
+        From :meth:`prepare` on: a failed statistics pass or a failed
+        :meth:`open` leaves the output failed too, never in an earlier state.
+        """
+        if self.state not in ("prepared", "running") or self.already_complete:
             return
+        if self.state == "running":
+            for fut in self._pending:
+                fut.cancel()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pending = []
+            self._units = []
         self.state = "failed"
-        for fut in self._pending:
-            fut.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pending = []
-        self._units = []
         assert self._layout is not None
-        self._layout.write_manifest("failed")
+        try:
+            self._layout.write_manifest("failed")
+        except OSError as err:  # e.g. the disk is full: the error being raised says so
+            log.debug("could not mark %s failed: %s", self.path, err)
 
     # -- units ----------------------------------------------------------------
 
@@ -1108,8 +1149,9 @@ class OmeZarrSink:
                reduced: dict[str, np.ndarray]) -> None:
         for name, data in reduced.items():
             path = self._spill_path(level, parent, child, name)
-            path.parent.mkdir(exist_ok=True)
-            np.save(path, data, allow_pickle=False)
+            with os_errors_name(path):
+                path.parent.mkdir(exist_ok=True)
+                np.save(path, data, allow_pickle=False)
         self._spilled[level].setdefault(parent, set()).add(child)
 
     def _ready(self, level: int, index: tuple[int, int]) -> bool:
@@ -1147,7 +1189,8 @@ class OmeZarrSink:
     def _store_unit(self, unit: _Unit) -> None:
         """One aligned assignment per image: whole shards (0.5) / chunks (0.4), once."""
         assert self._layout is not None
-        self._layout.commit_unit(unit.level, unit.index, unit.data)
+        with os_errors_name(self.path):  # the journal's marker, when the unit's own files are not it
+            self._layout.commit_unit(unit.level, unit.index, unit.data)
 
     def _drain(self, keep: int) -> None:
         """Wait for the oldest writes until at most ``keep`` are in flight; raise their errors."""

@@ -38,6 +38,13 @@ otherwise).  Non-finite floats are refused: a read whose region holds NaN or
 infinity raises :class:`NonFiniteError` naming the file and the region, and a
 float file of at most 64 Mpx is checked whole when it is opened.
 
+Value range: ``value_range()`` gives each channel's smallest and largest value
+of a float source (``None`` for integers), measured when the file is opened:
+over every pixel up to 64 Mpx (the same pass as the NaN check), else over a
+fixed lattice of :data:`RANGE_LATTICE` x :data:`RANGE_LATTICE` small regions
+(``sampled``), so opening a huge file stays fast.  :mod:`tilex.scan` uses it
+to refuse floats that cannot be reflectance.
+
 Example
 -------
 >>> src = open_source("ir1000.tif")  # doctest: +SKIP
@@ -69,25 +76,45 @@ from tilex.errors import (
 
 __all__ = [
     "FINITE_CHECK_AT_OPEN_PX",
+    "RANGE_LATTICE",
     "SUPPORTED_DTYPES",
     "ArraySource",
     "ImageSource",
     "PlaneSource",
     "TiffSource",
+    "ValueRange",
     "ZarrSource",
     "check_finite",
+    "measure_range",
     "open_source",
 ]
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 FINITE_CHECK_AT_OPEN_PX = 64 * 2**20
 _CHECK_BLOCK_PX = 16 * 2**20  # elements per block when checking a whole file
+RANGE_LATTICE = 8
+"""A float file larger than :data:`FINITE_CHECK_AT_OPEN_PX` has its value range
+sampled in ``RANGE_LATTICE**2`` regions, one at the centre of each lattice cell."""
+_RANGE_REGION = 16  # side of each sampled region, px: one file tile each, or 16 rows of strips
 
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _PIL_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"\xff\xd8\xff": "JPEG"}
 _ZARR_META = (".zarray", ".zgroup", "zarr.json")
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The smallest and largest value of each channel of a float source.
+
+    ``sampled`` is true when they come from a lattice of regions rather than
+    from every pixel (see :func:`measure_range`).
+    """
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    sampled: bool
 
 
 @runtime_checkable
@@ -107,6 +134,8 @@ class PlaneSource(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def value_range(self) -> ValueRange | None: ...
+
     def close(self) -> None: ...
 
 
@@ -121,6 +150,7 @@ class _SourceBase:
     channel_names: tuple[str | None, ...] = ()
     channel_wavelengths: tuple[float | None, ...] = ()
     pixel_size_um: float | None = None
+    _range: ValueRange | None = None
 
     def _finish_init(self) -> None:
         if self.dtype not in SUPPORTED_DTYPES:
@@ -144,11 +174,19 @@ class _SourceBase:
     def _check_finite(self, data: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise NonFiniteError(
-                f"{self.path} holds NaN or infinity in region y {y0}:{y1}, x {x0}:{x1}; "
+                f"{self.path} holds NaN or infinity in rows {y0}:{y1}, columns {x0}:{x1}; "
                 "tilex refuses non-finite pixels (replace them, e.g. with 0, and retry)",
                 path=self.path,
             )
         return data
+
+    def value_range(self) -> ValueRange | None:
+        """Each channel's value range of a float source (measured once); None for integers."""
+        if self.dtype.kind != "f":
+            return None
+        if self._range is None:
+            self._range = measure_range(self)
+        return self._range
 
     def _base_description(self) -> dict[str, Any]:
         return {
@@ -365,20 +403,25 @@ class TiffSource(_SourceBase):
 
     def _probe(self) -> None:
         """Decode one segment so an unknown codec or garbage fails at open."""
-        self._segment(self._planes[0], 0)
+        self._segment(self._planes[0], 0, str(self.path))
 
     # -- reading
 
-    def _segment(self, planes: _TiffPlanes, index: int) -> tuple[np.ndarray | None, int, int]:
-        """The decoded segment ``[1, h, w, s]`` (None when empty), its y and x."""
+    def _segment(
+        self, planes: _TiffPlanes, index: int, where: str
+    ) -> tuple[np.ndarray | None, int, int]:
+        """The decoded segment ``[1, h, w, s]`` (None when empty), its y and x.
+
+        ``where`` starts the message of a damaged segment (the file, or the read).
+        """
         offset, count = planes.offsets[index], planes.bytecounts[index]
         data = None
         if offset and count:
             data = os.pread(self._fd, count, offset)
             if len(data) != count:
                 raise CorruptFileError(
-                    f"{self.path} is truncated: a tile/strip at byte {offset} needs {count} "
-                    f"bytes, {len(data)} are left",
+                    f"{where}: the file is truncated: {self._segment_name(index)} at byte "
+                    f"{offset} needs {count} bytes, {len(data)} are left",
                     path=self.path,
                 )
         try:
@@ -386,11 +429,22 @@ class TiffSource(_SourceBase):
         except (ValueError, RuntimeError, NotImplementedError) as err:
             # imagecodecs raises RuntimeError subclasses; tifffile TiffFileError (ValueError)
             raise CorruptFileError(
-                f"{self.path}: tile/strip {index} at byte {offset} cannot be decoded "
-                f"({_reason(err)})",
+                f"{where}: {self._segment_name(index)} (byte {offset}) cannot be decoded "
+                f"({_reason(err)}); the file is damaged",
                 path=self.path,
             ) from err
         return array, position[2], position[3]
+
+    def _segment_name(self, index: int) -> str:
+        """A segment in the user's words: ``the file's tile at rows 64:128, columns 0:64``."""
+        rows, cols = self._grid
+        row, col = (index // cols) % rows, index % cols
+        height, width = self.shape
+        y0, x0 = row * self._seg_h, col * self._seg_w
+        y1, x1 = min(height, y0 + self._seg_h), min(width, x0 + self._seg_w)
+        if self._tiled:
+            return f"the file's tile at rows {y0}:{y1}, columns {x0}:{x1}"
+        return f"the file's strip of rows {y0}:{y1}"
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[channels, y1 - y0, x1 - x0]`` in the native dtype.
@@ -401,6 +455,7 @@ class TiffSource(_SourceBase):
         (1, 10, 20)
         """
         self._check_region(y0, y1, x0, x1)
+        where = f"reading rows {y0}:{y1}, columns {x0}:{x1} of {self.path} failed"
         out = np.empty((self.channels, y1 - y0, x1 - x0), self.dtype)
         rows, cols = self._grid
         r0, r1 = y0 // self._seg_h, (y1 - 1) // self._seg_h + 1
@@ -413,7 +468,7 @@ class TiffSource(_SourceBase):
                 for row in range(r0, r1):
                     for col in range(c0, c1):
                         index = (sample * rows + row) * cols + col
-                        self._place(planes, index, target, y0, y1, x0, x1)
+                        self._place(planes, index, target, y0, y1, x0, x1, where)
                 channel += width
         return self._check_finite(out, y0, y1, x0, x1)
 
@@ -426,8 +481,9 @@ class TiffSource(_SourceBase):
         y1: int,
         x0: int,
         x1: int,
+        where: str,
     ) -> None:
-        array, sy, sx = self._segment(planes, index)
+        array, sy, sx = self._segment(planes, index, where)
         h = self._seg_h if array is None else array.shape[1]
         w = self._seg_w if array is None else array.shape[2]
         ya, yb = max(y0, sy), min(y1, sy + h)
@@ -613,8 +669,8 @@ class ZarrSource(_SourceBase):
             data = np.asarray(self._array[index])
         except (ValueError, RuntimeError, TypeError, OSError) as err:
             raise CorruptFileError(
-                f"{self.path}: chunks of region y {y0}:{y1}, x {x0}:{x1} cannot be read "
-                f"({_reason(err)})",
+                f"reading rows {y0}:{y1}, columns {x0}:{x1} of {self.path} failed: its chunks "
+                f"cannot be read ({_reason(err)}); the store is damaged",
                 path=self.path,
             ) from err
         order = list(self._order)
@@ -792,8 +848,10 @@ def open_source(path: str | os.PathLike[str]) -> PlaneSource:
     """Open one image file or Zarr store as a lazy plane source.
 
     The format is found from the file's first bytes (a folder from its Zarr
-    metadata), not from its name.  Float files of at most
-    :data:`FINITE_CHECK_AT_OPEN_PX` pixels are checked for NaN/infinity here.
+    metadata), not from its name.  A float file's value range is measured
+    here (:func:`measure_range`): files of at most
+    :data:`FINITE_CHECK_AT_OPEN_PX` pixels are read whole, which also checks
+    them for NaN/infinity; larger ones are sampled.
 
     Parameters
     ----------
@@ -848,12 +906,48 @@ def open_source(path: str | os.PathLike[str]) -> PlaneSource:
                 )
             source = ImageSource(path, kind)
     try:
-        if source.dtype.kind == "f" and math.prod(source.shape) <= FINITE_CHECK_AT_OPEN_PX:
-            check_finite(source)
+        source.value_range()
     except BaseException:
         source.close()
         raise
     return source
+
+
+def measure_range(source: PlaneSource) -> ValueRange:
+    """Each channel's smallest and largest value, NaN/infinity refused on the way.
+
+    A source of at most :data:`FINITE_CHECK_AT_OPEN_PX` pixels is read whole;
+    a larger one in :data:`RANGE_LATTICE` x :data:`RANGE_LATTICE` regions of
+    16 x 16 px, one at the centre of each lattice cell (``sampled``), which
+    decodes at most that many file tiles.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> measure_range(ArraySource(np.float32([[0.25, 0.5], [0.75, 1.0]])))
+    ValueRange(lo=(0.25,), hi=(1.0,), sampled=False)
+    """
+    height, width = source.shape
+    sampled = math.prod(source.shape) > FINITE_CHECK_AT_OPEN_PX
+    if sampled:
+        regions = []
+        for i in range(RANGE_LATTICE):
+            for j in range(RANGE_LATTICE):
+                cy = (2 * i + 1) * height // (2 * RANGE_LATTICE)
+                cx = (2 * j + 1) * width // (2 * RANGE_LATTICE)
+                y0, x0 = max(0, cy - _RANGE_REGION // 2), max(0, cx - _RANGE_REGION // 2)
+                y1, x1 = min(height, y0 + _RANGE_REGION), min(width, x0 + _RANGE_REGION)
+                regions.append((y0, y1, x0, x1))
+    else:
+        rows = max(1, _CHECK_BLOCK_PX // max(1, width * source.channels))
+        regions = [(y, min(height, y + rows), 0, width) for y in range(0, height, rows)]
+    lo = np.full(source.channels, np.inf)
+    hi = np.full(source.channels, -np.inf)
+    for region in regions:
+        data = source.read(*region)  # refuses NaN and infinity
+        np.minimum(lo, data.min(axis=(1, 2)), out=lo)
+        np.maximum(hi, data.max(axis=(1, 2)), out=hi)
+    return ValueRange(tuple(map(float, lo)), tuple(map(float, hi)), sampled)
 
 
 def check_finite(source: PlaneSource) -> None:

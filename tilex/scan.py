@@ -14,9 +14,13 @@ It is given in one of three ways (see :func:`open_scan`):
        "pixel_size_um": 40}
 
   ``wavelength_nm`` and ``pixel_size_um`` are optional; any other key is an
-  error.  Relative paths are relative to the manifest's folder; absolute
-  paths and paths leaving the folder (``../other/ir.tif``) are allowed: a
-  manifest describes where the files are, it is not a sandbox.
+  error.  A float32 image whose values are not reflectance in [0, 1] says
+  which range they span with ``"input_range": [LO, HI]`` on its band entry,
+  or on the visible entry, which then is an object:
+  ``"visible": {"file": "visible.tif", "input_range": [0, 65535]}``.
+  Relative paths are relative to the manifest's folder; absolute paths and
+  paths leaving the folder (``../other/ir.tif``) are allowed: a manifest
+  describes where the files are, it is not a sandbox.
 - ``visible=PATH`` and ``bands=[(name, wavelength_nm_or_None, PATH), ...]``
   (the command line's ``--visible FILE --band NAME[@NM]=FILE``, parsed by
   :func:`parse_band_option`);
@@ -27,11 +31,18 @@ It is given in one of three ways (see :func:`open_scan`):
   else a trailing number of 100 to 20000 in the name (``ir1000``,
   ``b_850nm``), else none.
 
-Pixel values: uint8 / 255, uint16 / 65535, float32 as it is; NaN or infinity
-in a float input is refused with :class:`NonFiniteError` (see
-:mod:`tilex.readers`).  Every check that can be made without reading pixels
-is made at open, each with its own :mod:`tilex.errors` class and a message
-naming the file, the value and the expectation.
+Pixel values: uint8 / 255, uint16 / 65535; float32 is reflectance in [0, 1]
+unless an input range ``[LO, HI]`` is given for it (manifest ``input_range``,
+``open_scan(input_range=...)``, the command line's ``--input-range LO,HI``),
+which maps LO to 0 and HI to 1.  A float input whose values (measured at open,
+sampled on large files: :func:`tilex.readers.measure_range`) reach more than
+:data:`REFLECTANCE_SLACK` beyond [0, 1] once mapped is refused with
+:class:`InputRangeError` naming the file and the values, rather than run with
+nearly every pixel saturated.  NaN or infinity in a float input is refused
+with :class:`NonFiniteError` (see :mod:`tilex.readers`).  Every check that
+can be made without reading pixels is made at open, each with its own
+:mod:`tilex.errors` class and a message naming the file, the value and the
+expectation.
 
 Example
 -------
@@ -55,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from tilex.errors import (
+    InputRangeError,
     ManifestError,
     MissingFileError,
     RegistrationError,
@@ -63,14 +75,28 @@ from tilex.errors import (
 )
 from tilex.readers import ArraySource, PlaneSource, open_source
 
-__all__ = ["MAX_BANDS", "MANIFEST_NAME", "Band", "Scan", "open_scan", "parse_band_option"]
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_BANDS",
+    "REFLECTANCE_SLACK",
+    "Band",
+    "Scan",
+    "open_scan",
+    "parse_band_option",
+    "parse_input_range",
+]
 
 MAX_BANDS = 254
 MANIFEST_NAME = "scan.json"
+REFLECTANCE_SLACK = 0.5
+"""How far beyond [0, 1] a float input's mapped values may reach (noise, dark
+subtraction, a gain of 1.02 are fine; 0..255 or 0..65535 data is not)."""
 
 _MANIFEST_KEYS = {"visible": True, "bands": True, "pixel_size_um": False}
-_BAND_KEYS = {"name": True, "file": True, "wavelength_nm": False}
-_DIVISOR = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0, np.dtype("float32"): 1.0}
+_VISIBLE_KEYS = {"file": True, "input_range": False}
+_BAND_KEYS = {"name": True, "file": True, "wavelength_nm": False, "input_range": False}
+_DTYPE_RANGE = {np.dtype("uint8"): (0.0, 255.0), np.dtype("uint16"): (0.0, 65535.0)}
+_COMMON_TOPS = (1.0, 255.0, 4095.0, 65535.0)  # offered in the refusal when the values fit one
 _TRAILING_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:nm)?$", re.IGNORECASE)
 
 BandSpec = tuple[str, float | None, "str | os.PathLike[str] | np.ndarray"]  # path or array
@@ -78,12 +104,17 @@ BandSpec = tuple[str, float | None, "str | os.PathLike[str] | np.ndarray"]  # pa
 
 @dataclass(frozen=True)
 class Band:
-    """One band: its name, wavelength (nm or None), source and channel in it."""
+    """One band: its name, wavelength (nm or None), source and channel in it.
+
+    ``input_range``: for a float32 source, the values mapped to 0 and 1
+    (``None``: reflectance already, ``(0, 1)``).
+    """
 
     name: str
     wavelength_nm: float | None
     source: PlaneSource
     channel: int
+    input_range: tuple[float, float] | None = None
 
 
 class Scan:
@@ -102,6 +133,8 @@ class Scan:
     visible_channels
         The channels of ``visible`` read as R, G, B; by default derived from
         its channel count (gray replicated, alpha dropped).
+    visible_input_range
+        For a float32 visible image, the values mapped to 0 and 1.
     pixel_size_um, origin
         Pixel size in micrometres and where the scan came from (provenance).
 
@@ -129,6 +162,7 @@ class Scan:
         bands: Sequence[Band],
         *,
         visible_channels: tuple[int, int, int] | None = None,
+        visible_input_range: tuple[float, float] | None = None,
         pixel_size_um: float | None = None,
         origin: str | None = None,
     ) -> None:
@@ -139,11 +173,21 @@ class Scan:
         self.shape = visible.shape
         self._visible_channels = visible_channels or _visible_channels(visible)
         _check_bands(self.bands, visible)
-        plan: dict[int, tuple[PlaneSource, list[tuple[bool, int, int]]]] = {}
+        self._visible_range = _input_range(
+            visible, self._visible_channels, visible_input_range, "the visible image"
+        )
+        self._band_ranges = [
+            _input_range(b.source, (b.channel,), b.input_range, f"band {b.name!r}")
+            for b in self.bands
+        ]
+        # per source: (to_visible, index, channel, lo, span), read as (value - lo) / span
+        plan: dict[int, tuple[PlaneSource, list[tuple[bool, int, int, float, float]]]] = {}
+        lo, hi = self._visible_range
         for i, channel in enumerate(self._visible_channels):
-            plan.setdefault(id(visible), (visible, []))[1].append((True, i, channel))
-        for i, band in enumerate(self.bands):
-            plan.setdefault(id(band.source), (band.source, []))[1].append((False, i, band.channel))
+            plan.setdefault(id(visible), (visible, []))[1].append((True, i, channel, lo, hi - lo))
+        for i, (band, (lo, hi)) in enumerate(zip(self.bands, self._band_ranges, strict=True)):
+            pick = (False, i, band.channel, lo, hi - lo)
+            plan.setdefault(id(band.source), (band.source, []))[1].append(pick)
         self._plan = list(plan.values())
 
     @property
@@ -191,17 +235,24 @@ class Scan:
         bands = np.empty((self.n_bands, y1 - y0, x1 - x0), np.float32)
         for source, picks in self._plan:
             data = source.read(y0, y1, x0, x1)
-            divisor = _DIVISOR[data.dtype]
-            for to_visible, index, channel in picks:
+            for to_visible, index, channel, lo, span in picks:
                 out = visible[index] if to_visible else bands[index]
-                if divisor == 1.0:
+                if lo == 0.0 and span == 1.0:
                     out[...] = data[channel]
+                elif lo == 0.0:
+                    np.divide(data[channel], span, out=out, dtype=np.float32)
                 else:
-                    np.divide(data[channel], divisor, out=out, dtype=np.float32)
+                    np.subtract(data[channel], lo, out=out, dtype=np.float32)
+                    out /= np.float32(span)
         return visible, bands
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description of the scan and every input file.
+
+        Each plane (the visible image, each band) has its ``input_range``
+        (the values mapped to 0 and 1) and, for float32 inputs, ``values``:
+        the smallest and largest value found at open, ``sampled`` on files
+        over 64 Mpx.
 
         Examples
         --------
@@ -215,6 +266,8 @@ class Scan:
             "visible": {
                 "path": str(self.visible.path.absolute()),
                 "channels": list(self._visible_channels),
+                "input_range": list(self._visible_range),
+                "values": _values(self.visible, self._visible_channels),
             },
             "bands": [
                 {
@@ -222,8 +275,10 @@ class Scan:
                     "wavelength_nm": band.wavelength_nm,
                     "path": str(band.source.path.absolute()),
                     "channel": band.channel,
+                    "input_range": list(band_range),
+                    "values": _values(band.source, (band.channel,)),
                 }
-                for band in self.bands
+                for band, band_range in zip(self.bands, self._band_ranges, strict=True)
             ],
             "inputs": [source.describe() for source in self.sources],
         }
@@ -277,6 +332,58 @@ def _check_bands(bands: Sequence[Band], visible: PlaneSource) -> None:
             )
 
 
+def _input_range(
+    source: PlaneSource,
+    channels: Sequence[int],
+    given: tuple[float, float] | None,
+    what: str,
+) -> tuple[float, float]:
+    """The values of a plane mapped to 0 and 1, refusing floats that cannot be reflectance."""
+    if source.dtype.kind != "f":
+        if given is not None:
+            lo, hi = _DTYPE_RANGE[source.dtype]
+            raise ScanError(
+                f"{what} ({source.path}) is {source.dtype}, scaled by its type's range "
+                f"{lo:g}..{hi:g}; an input range is for float32 images only",
+                path=source.path,
+            )
+        return _DTYPE_RANGE[source.dtype]
+    lo, hi = given or (0.0, 1.0)
+    values = source.value_range()
+    if values is None:
+        return lo, hi
+    vmin = min(values.lo[c] for c in channels)
+    vmax = max(values.hi[c] for c in channels)
+    low, high = (vmin - lo) / (hi - lo), (vmax - lo) / (hi - lo)  # where the values land
+    if -REFLECTANCE_SLACK <= low and high <= 1 + REFLECTANCE_SLACK:
+        return lo, hi
+    found = f"{vmin:g} to {vmax:g}" + (" (sampled)" if values.sampled else "")
+    top = next((t for t in _COMMON_TOPS if vmin >= 0 and vmax <= t * 1.02), None)
+    wanted = f"0,{top:g}" if top is not None else "LO,HI"
+    expected = (
+        "not reflectance in [0, 1]"
+        if given is None
+        else f"far outside its input range [{lo:g}, {hi:g}]"
+    )
+    raise InputRangeError(
+        f"{what} ({source.path}) holds float values from {found}, {expected}; give the "
+        f'range they span: "input_range": [{wanted.replace(",", ", ")}] in the manifest, '
+        f"or --input-range {wanted}",
+        path=source.path,
+    )
+
+
+def _values(source: PlaneSource, channels: Sequence[int]) -> dict[str, Any] | None:
+    values = source.value_range()
+    if values is None:
+        return None
+    return {
+        "min": min(values.lo[c] for c in channels),
+        "max": max(values.hi[c] for c in channels),
+        "sampled": values.sampled,
+    }
+
+
 def _check_count(n: int, where: object, cls: type[ScanError] = ScanError) -> None:
     if not 1 <= n <= MAX_BANDS:
         raise cls(f"{where} gives {n} bands, expected 1 to {MAX_BANDS}", path=where)
@@ -299,6 +406,7 @@ def open_scan(
     visible: str | os.PathLike[str] | np.ndarray | None = None,
     bands: Sequence[BandSpec] | None = None,
     pixel_size_um: float | None = None,
+    input_range: tuple[float, float] | str | None = None,
 ) -> Scan:
     """Open a scan from a manifest, a folder, one multi-channel file, or parts.
 
@@ -315,6 +423,10 @@ def open_scan(
         ``[(name, wavelength_nm_or_None, path_or_array), ...]``.
     pixel_size_um
         Pixel size in micrometres; overrides the manifest's or OME's.
+    input_range
+        ``(LO, HI)`` or ``"LO,HI"``: the values of every float32 input mapped
+        to 0 and 1 (default: they are reflectance, ``(0, 1)``); overrides the
+        manifest's ``input_range``.  Integer inputs keep their type's range.
 
     Returns
     -------
@@ -324,8 +436,9 @@ def open_scan(
     ------
     ScanError
         Or a subclass (ManifestError, MissingFileError, CorruptFileError,
-        UnsupportedFormatError, RegistrationError, NonFiniteError): one line
-        naming the file, the value and the expectation.
+        UnsupportedFormatError, RegistrationError, NonFiniteError,
+        InputRangeError): one line naming the file, the value and the
+        expectation.
 
     Examples
     --------
@@ -340,10 +453,11 @@ def open_scan(
     1
     """
     pixel_size_um = _pixel_size(pixel_size_um, "pixel_size_um", ScanError)
+    input_range = parse_input_range(input_range)
     if source is not None:
         if visible is not None or bands:
             raise ScanError("give either a scan source or visible= and bands=, not both")
-        return _open_source_path(Path(source), pixel_size_um)
+        return _open_source_path(Path(source), pixel_size_um, input_range)
     if visible is None:
         raise ScanError(
             "no scan given: give a manifest, a folder or a multi-channel file, "
@@ -359,7 +473,41 @@ def open_scan(
         specs.append((_band_name(name, ScanError), _wavelength(wavelength, name, ScanError), path))
     _check_count(len(specs), "the scan")
     _check_unique([name for name, _, _ in specs], "the scan")
-    return _open_parts(visible, specs, pixel_size_um, origin=None)
+    ranged = [(name, wl, path, None) for name, wl, path in specs]
+    return _open_parts((visible, None), ranged, pixel_size_um, origin=None, default=input_range)
+
+
+def parse_input_range(
+    value: Any, where: str = "input_range", cls: type[ScanError] = ScanError
+) -> tuple[float, float] | None:
+    """An input range ``[LO, HI]`` or ``"LO,HI"`` as two finite floats, LO < HI.
+
+    Raises
+    ------
+    ScanError
+        (or ``cls``) naming ``where`` when the value is not such a pair.
+
+    Examples
+    --------
+    >>> parse_input_range("0,65535")
+    (0.0, 65535.0)
+    >>> parse_input_range([0, 255])
+    (0.0, 255.0)
+    >>> parse_input_range(None) is None
+    True
+    """
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        if isinstance(parts, dict) or len(parts) != 2 or any(isinstance(v, bool) for v in parts):
+            raise ValueError
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise cls(f"{where} is {value!r}, expected two finite numbers LO,HI with LO < HI")
+    return lo, hi
 
 
 def parse_band_option(text: str) -> tuple[str, float | None, str]:
@@ -401,18 +549,20 @@ def parse_band_option(text: str) -> tuple[str, float | None, str]:
     return name, wavelength, path.strip()
 
 
-def _open_source_path(path: Path, pixel_size_um: float | None) -> Scan:
+def _open_source_path(
+    path: Path, pixel_size_um: float | None, input_range: tuple[float, float] | None
+) -> Scan:
     if not path.exists():
         raise MissingFileError(f"{path} does not exist", path=path)
     if path.is_dir() and (path / MANIFEST_NAME).is_file():
-        return _open_manifest(path / MANIFEST_NAME, pixel_size_um)
+        return _open_manifest(path / MANIFEST_NAME, pixel_size_um, input_range)
     if path.is_file() and (path.suffix.lower() == ".json" or _looks_like_json(path)):
-        return _open_manifest(path, pixel_size_um)
+        return _open_manifest(path, pixel_size_um, input_range)
     if path.is_dir() and not any((path / m).exists() for m in (".zarray", ".zgroup", "zarr.json")):
         raise MissingFileError(
             f"{path} is a folder without {MANIFEST_NAME} and is not a Zarr store", path=path
         )
-    return _open_multichannel(path, pixel_size_um)
+    return _open_multichannel(path, pixel_size_um, input_range)
 
 
 def _looks_like_json(path: Path) -> bool:
@@ -423,7 +573,9 @@ def _looks_like_json(path: Path) -> bool:
         return False
 
 
-def _open_manifest(path: Path, pixel_size_um: float | None) -> Scan:
+def _open_manifest(
+    path: Path, pixel_size_um: float | None, input_range: tuple[float, float] | None
+) -> Scan:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -440,10 +592,17 @@ def _open_manifest(path: Path, pixel_size_um: float | None) -> Scan:
             path=path,
         ) from err
     _check_keys(data, _MANIFEST_KEYS, f"manifest {path}", path)
-    visible = data["visible"]
+    visible, visible_range = data["visible"], None
+    if isinstance(visible, dict):
+        where = f"manifest {path}: visible"
+        _check_keys(visible, _VISIBLE_KEYS, where, path)
+        visible_range = _manifest_range(visible.get("input_range"), f"{where}: input_range")
+        visible = visible["file"]
     if not isinstance(visible, str) or not visible:
         raise ManifestError(
-            f"manifest {path}: 'visible' is {visible!r}, expected a file path", path=path
+            f"manifest {path}: 'visible' is {visible!r}, expected a file path or "
+            "{file, input_range}",
+            path=path,
         )
     entries = data["bands"]
     if not isinstance(entries, list):
@@ -463,13 +622,26 @@ def _open_manifest(path: Path, pixel_size_um: float | None) -> Scan:
         file = entry["file"]
         if not isinstance(file, str) or not file:
             raise ManifestError(f"{where}: 'file' is {file!r}, expected a file path", path=path)
-        specs.append((name, wavelength, folder / file))
-    _check_unique([name for name, _, _ in specs], f"manifest {path}", ManifestError)
+        band_range = _manifest_range(entry.get("input_range"), f"{where}: input_range")
+        specs.append((name, wavelength, folder / file, band_range))
+    _check_unique([name for name, *_ in specs], f"manifest {path}", ManifestError)
     if pixel_size_um is None:
         pixel_size_um = _pixel_size(
             data.get("pixel_size_um"), f"manifest {path}: pixel_size_um", ManifestError
         )
-    return _open_parts(folder / visible, specs, pixel_size_um, origin=str(path.absolute()))
+    return _open_parts(
+        (folder / visible, visible_range),
+        specs,
+        pixel_size_um,
+        origin=str(path.absolute()),
+        default=input_range,
+    )
+
+
+def _manifest_range(value: Any, where: str) -> tuple[float, float] | None:
+    if value is not None and not isinstance(value, list):
+        raise ManifestError(f"{where} is {value!r}, expected a list [LO, HI]")
+    return parse_input_range(value, where, ManifestError)
 
 
 def _check_keys(data: Any, keys: dict[str, bool], where: str, path: Path) -> None:
@@ -487,12 +659,21 @@ def _check_keys(data: Any, keys: dict[str, bool], where: str, path: Path) -> Non
 
 
 def _open_parts(
-    visible: Path | np.ndarray,
-    specs: Sequence[tuple[str, float | None, Any]],
+    visible: tuple[Path | np.ndarray, tuple[float, float] | None],
+    specs: Sequence[tuple[str, float | None, Any, tuple[float, float] | None]],
     pixel_size_um: float | None,
     origin: str | None,
+    default: tuple[float, float] | None,
 ) -> Scan:
+    """The scan of a visible image and bands, each ``(..., path, input_range)``.
+
+    ``default``: the input range of every float input (overrides their own).
+    """
+    visible, visible_range = visible
     opened: dict[Any, PlaneSource] = {}
+
+    def ranged(source: PlaneSource, own: tuple[float, float] | None) -> tuple[float, float] | None:
+        return default if default is not None and source.dtype.kind == "f" else own
 
     def get(path: Any, name: str) -> PlaneSource:
         if isinstance(path, np.ndarray):  # in memory: notebooks and tests
@@ -507,22 +688,35 @@ def _open_parts(
 
     try:
         visible_source = get(visible, "visible")
-        bands = [Band(name, wl, get(p, name), 0) for name, wl, p in specs]
+        bands = []
+        for name, wl, p, own in specs:
+            source = get(p, name)
+            bands.append(Band(name, wl, source, 0, ranged(source, own)))
         if any(band.source is visible_source and visible_source.channels != 1 for band in bands):
             raise ScanError(
                 f"a band names the visible image {visible}, which has "
                 f"{visible_source.channels} channels; a band needs a grayscale file"
             )
-        return Scan(visible_source, bands, pixel_size_um=pixel_size_um, origin=origin)
+        _check_default_used(default, [visible_source, *opened.values()])
+        return Scan(
+            visible_source,
+            bands,
+            visible_input_range=ranged(visible_source, visible_range),
+            pixel_size_um=pixel_size_um,
+            origin=origin,
+        )
     except BaseException:
         for source in opened.values():
             source.close()
         raise
 
 
-def _open_multichannel(path: Path, pixel_size_um: float | None) -> Scan:
+def _open_multichannel(
+    path: Path, pixel_size_um: float | None, input_range: tuple[float, float] | None
+) -> Scan:
     source = open_source(path)
     try:
+        _check_default_used(input_range, [source])
         if source.channels <= 3:
             raise ScanError(
                 f"{path} has {source.channels} channels; as a whole scan it needs the visible "
@@ -533,19 +727,31 @@ def _open_multichannel(path: Path, pixel_size_um: float | None) -> Scan:
         for channel in range(3, source.channels):
             name = source.channel_names[channel] or f"channel{channel}"
             wavelength = source.channel_wavelengths[channel] or _wavelength_from_name(name)
-            bands.append(Band(name, wavelength, source, channel))
+            bands.append(Band(name, wavelength, source, channel, input_range))
         if pixel_size_um is None:
             pixel_size_um = source.pixel_size_um
         return Scan(
             source,
             bands,
             visible_channels=(0, 1, 2),
+            visible_input_range=input_range,
             pixel_size_um=pixel_size_um,
             origin=str(path.absolute()),
         )
     except BaseException:
         source.close()
         raise
+
+
+def _check_default_used(
+    input_range: tuple[float, float] | None, sources: Sequence[PlaneSource]
+) -> None:
+    """Refuse an input range for a scan without float inputs: it would do nothing."""
+    if input_range is not None and not any(s.dtype.kind == "f" for s in sources):
+        raise ScanError(
+            f"input range {input_range[0]:g},{input_range[1]:g} given, but no input is float32: "
+            "integer images are scaled by their type's range (uint8 / 255, uint16 / 65535)"
+        )
 
 
 def _wavelength_from_name(name: str) -> float | None:
