@@ -18,6 +18,7 @@ __all__ = [
     "OutputBusyError",
     "OutputExistsError",
     "OutputError",
+    "PlanError",
     "RegistrationError",
     "ResumeMismatchError",
     "ScanError",
@@ -96,6 +97,10 @@ class OutputBusyError(OutputError):
 
 class ResumeMismatchError(OutputError):
     """``--resume`` was asked with inputs, parameters or weights that differ."""
+
+
+class PlanError(UsageError, ValueError):
+    """An option of a run is invalid, alone or with another (see :mod:`tilex.plan`)."""
 
 
 class DeviceError(UsageError, RuntimeError):

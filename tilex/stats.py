@@ -43,10 +43,11 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tilex.errors import OutputError
+from tilex.errors import OutputError, PlanError
 from tilex.grid import Region
 
 __all__ = [
@@ -82,11 +83,11 @@ def parse_clip(text: str | tuple[float, float]) -> tuple[float, float]:
         try:
             lo, hi = (float(p) for p in parts)
         except ValueError:
-            raise ValueError(f"clip must be two percentiles 'LO,HI', got {text!r}") from None
+            raise PlanError(f"--clip must be two percentiles 'LO,HI', got {text!r}") from None
     else:
         lo, hi = (float(v) for v in text)
     if not (0.0 <= lo < hi <= 100.0):
-        raise ValueError(f"clip percentiles must satisfy 0 <= LO < HI <= 100, got {lo:g},{hi:g}")
+        raise PlanError(f"--clip percentiles must satisfy 0 <= LO < HI <= 100, got {lo:g},{hi:g}")
     return lo, hi
 
 
@@ -101,9 +102,9 @@ class StatsSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "clip", parse_clip(self.clip))
         if self.sample is not None and not (0.0 < self.sample <= 1.0):
-            raise ValueError(f"stats sample must be in (0, 1], got {self.sample:g}")
+            raise PlanError(f"--stats-sample must be a fraction in (0, 1], got {self.sample:g}")
         if self.block < 16:
-            raise ValueError(f"stats block must be >= 16 px, got {self.block}")
+            raise PlanError(f"stats block must be >= 16 px, got {self.block}")
 
     def fraction_for(self, shape: tuple[int, int]) -> float:
         if self.sample is not None:
@@ -169,6 +170,25 @@ class BandStats:
     pixels: int  # pixels measured per band
     dmin: tuple[float, ...]
     dmax: tuple[float, ...]
+
+    @classmethod
+    def from_histogram(cls, merged: Any, band_names: tuple[str, ...], spec: StatsSpec, fraction: float,
+                       pixels: int) -> BandStats:
+        """The ranges a merged dissimilarity histogram gives (see :mod:`tilex.engine.statistics`)."""
+        from tilex import kernels
+
+        lo = kernels.histogram_percentiles(merged, spec.clip[0])
+        hi = kernels.histogram_percentiles(merged, spec.clip[1])
+        return cls(
+            band_names=tuple(band_names),
+            lo=tuple(float(v) for v in lo),
+            hi=tuple(float(v) for v in hi),
+            clip=spec.clip,
+            sample=fraction,
+            pixels=int(pixels),
+            dmin=tuple(float(v) for v in merged.dmin),
+            dmax=tuple(float(v) for v in merged.dmax),
+        )
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``lo`` and ``hi`` as float32 arrays for the kernels."""
