@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import tilex
-    from tilex.output import open_output
+    from tilex.omezarr import open_output
 
     h, w = parse_size(args.size)
     mpx = h * w / 1e6

@@ -13,8 +13,8 @@ import pytest
 
 import tilex
 from tilex.errors import UsageError
-from tilex.journal import FAILPOINT_ENV, FAILPOINT_ONCE_ENV
-from tilex.output import open_output
+from tilex.omezarr import open_output
+from tilex.testing import FAILPOINT_ENV, FAILPOINT_ONCE_ENV
 
 pytest.importorskip("distributed")
 

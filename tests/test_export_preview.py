@@ -11,8 +11,7 @@ from click.testing import CliRunner
 
 from tilex.errors import OutputError, OutputExistsError
 from tilex.export import export_ome_tiff
-from tilex.omezarr import OmeZarrSink
-from tilex.output import open_output
+from tilex.omezarr import OmeZarrSink, open_output
 from tilex.preview import render_preview, visible_from_overlay, write_preview
 from tilex.sink import RunInfo, TileResult
 
@@ -132,7 +131,7 @@ def test_default_preview_is_small(out, tmp_path):
 
 
 def test_preview_uses_a_small_level():
-    from tilex.output import OutputImage
+    from tilex.omezarr import OutputImage
 
     shapes = [
         (3, 40000, 30000),

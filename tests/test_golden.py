@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import tilex
-from tilex.output import open_output
+from tilex.omezarr import open_output
 
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
 SHAPE = (320, 288)  # 3 x 3 level-0 units of 128 px, 4 pyramid levels

@@ -24,7 +24,7 @@ from tilex.cli.main import main
 import tilex
 from tilex.errors import OutputBusyError, ScanError
 from tilex.lock import lock_path, output_lock
-from tilex.output import open_output
+from tilex.omezarr import open_output
 
 pytest.importorskip("fcntl")
 

@@ -1,5 +1,6 @@
 """tilex.omezarr: the streaming OME-Zarr sink, checked by independent validators and by
-tilex's invariants (levels, reductions, chunk/shard shapes, write-once, metadata last)."""
+tilex's invariants (levels, reductions, chunk/shard shapes, write-once, metadata last), and
+its lifecycle (the state machine, cluster mode)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,9 @@ import zarr
 import zarr.storage
 
 from tilex.errors import OutputError, OutputExistsError
-from tilex.omezarr import Compression, OmeZarrSink
-from tilex.output import open_output
+from tilex.omezarr import Compression, LayoutSpec, OmeZarrSink, SinkState, UnitSink, open_output
 from tilex.pyramid import level_shapes, reduce_mean, reduce_mean_uint8, reduce_mode
-from tilex.sink import MemorySink, RunInfo, Sink, TileResult
+from tilex.sink import MemorySink, Prepared, ResumableSink, RunInfo, RunResults, Sink, TileResult
 from tilex.validate import validate_output
 
 UNIT, CHUNK, TILE = 1024, 256, 300  # TILE does not divide UNIT: tiles are clipped to units
@@ -92,7 +93,7 @@ def run_info(shape: tuple[int, int], channels: int = 3, keep: bool = True) -> Ru
         channels=channels,
         pixel_size_um=2.5,
         keep_normalised=keep,
-        metadata={"inputs": {"path": "scan.json"}, "parameters": {"threshold": 0.5}},
+        provenance={"inputs": {"path": "scan.json"}, "parameters": {"threshold": 0.5}},
     )
 
 
@@ -169,7 +170,7 @@ def built(request, tmp_path_factory):
 
 def test_sink_follows_the_protocol(tmp_path):
     sink = OmeZarrSink(tmp_path / "OUT", unit=UNIT, chunk=CHUNK)
-    assert isinstance(sink, Sink)
+    assert isinstance(sink, Sink) and isinstance(sink, ResumableSink)
     assert sink.write_unit == UNIT
 
 
@@ -269,7 +270,7 @@ def test_metadata_content(built):
     path, version, _, _ = built
     out = open_output(path)
     manifest = out.manifest
-    assert manifest["inputs"] == {"path": "scan.json"}  # RunInfo.metadata kept
+    assert manifest["inputs"] == {"path": "scan.json"}  # RunInfo.provenance kept
     assert manifest["output"]["ome_zarr_version"] == version
     assert [b["name"] for b in out.bands] == list(BANDS)
     ms = out["collage"].attrs["multiscales"][0]
@@ -338,7 +339,7 @@ def test_memory_stays_bounded_in_morton_order(tmp_path):
     most = 0
     for t in tiles_in_unit_order(result, UNIT, tile=512):
         sink.write(t)
-        most = max(most, max(len(units) for units in sink._units))
+        most = max(most, *sink._stream.held())
     sink.close()
     assert most == 1  # one unit per level in flight
 
@@ -459,3 +460,145 @@ def test_manifest_is_as_readable_as_the_arrays(tmp_path, umask):
     modes = {name: stat.S_IMODE((tmp_path / "OUT" / name).stat().st_mode)
              for name in ("tilex.json", "collage.ome.zarr/zarr.json")}
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def manifest_of(path: Path) -> dict:
+    return json.loads((path / "tilex.json").read_text())
+
+
+def write_all(sink: OmeZarrSink, shape, channels: int = 2, keep: bool = True) -> None:
+    result = make_result(shape, channels, len(BANDS))
+    for t in tiles_in_unit_order(result, UNIT):
+        if not keep:
+            t = TileResult(t.region, t.winner, t.score, t.collage, t.overlay)
+        sink.write(t)
+
+
+def test_states_follow_the_lifecycle(tmp_path):
+    path, shape = tmp_path / "OUT", (300, 200)
+    sink = OmeZarrSink(path, unit=UNIT, chunk=CHUNK)
+    assert sink.state == SinkState.NEW
+    assert sink.prepare(run_info(shape, channels=2)) == Prepared()
+    assert (sink.state, manifest_of(path)["state"]) == (SinkState.PREPARED, "statistics")
+    with pytest.raises(OutputError, match="already prepared"):
+        sink.prepare(run_info(shape, channels=2))
+    with pytest.raises(OutputError, match="not open for writing"):
+        sink.close()
+    info = replace(run_info(shape, channels=2), stats={"bands": ["uv"]})
+    sink.open(info)
+    assert (sink.state, manifest_of(path)["state"]) == (SinkState.RUNNING, "running")
+    assert manifest_of(path)["stats"] == {"bands": ["uv"]}  # saved as the main pass opens
+    with pytest.raises(OutputError, match="already opened"):
+        sink.open(info)
+    write_all(sink, shape)
+    sink.close(RunResults(timings={"tiles_s": 1.23456}))
+    manifest = manifest_of(path)
+    assert (sink.state, manifest["state"], manifest["timings"]) == (SinkState.COMPLETE, "complete",
+                                                                   {"tiles_s": 1.235})
+    assert "cluster" not in manifest and not (path / ".journal").exists() and not (path / ".pyramid").exists()
+    sink.abort()  # nothing to do once complete
+    assert (sink.state, manifest_of(path)["state"]) == (SinkState.COMPLETE, "complete")
+
+
+def test_abort_marks_a_prepared_output_failed_once(tmp_path):
+    path = tmp_path / "OUT"
+    sink = OmeZarrSink(path, unit=UNIT, chunk=CHUNK)
+    sink.prepare(run_info((300, 200)))
+    sink.abort()
+    sink.abort()
+    assert (sink.state, manifest_of(path)["state"]) == (SinkState.FAILED, "failed")
+    with pytest.raises(OutputError, match="cannot go from failed to running|already opened"):
+        sink.open(run_info((300, 200)))
+
+
+def test_abort_before_prepare_touches_nothing(tmp_path):
+    sink = OmeZarrSink(tmp_path / "OUT", unit=UNIT, chunk=CHUNK)
+    sink.abort()
+    assert sink.state == SinkState.FAILED and not (tmp_path / "OUT").exists()
+
+
+def test_open_refuses_another_run_than_prepared(tmp_path):
+    sink = OmeZarrSink(tmp_path / "OUT", unit=UNIT, chunk=CHUNK)
+    sink.prepare(run_info((300, 200)))
+    with pytest.raises(OutputError, match="another run"):
+        sink.open(run_info((300, 201)))
+    assert manifest_of(tmp_path / "OUT")["state"] == "failed"
+
+
+def test_resume_of_a_complete_output_has_nothing_to_do(tmp_path):
+    path, shape = tmp_path / "OUT", (300, 200)
+    build(path, shape, version="0.5")
+    sink = OmeZarrSink(path, unit=UNIT, chunk=CHUNK, resume=True)
+    prepared = sink.prepare(run_info(shape))
+    assert prepared.complete and sink.state == SinkState.COMPLETE
+    with pytest.raises(OutputError, match="already complete"):
+        sink.open(run_info(shape))
+    sink.abort()
+    assert manifest_of(path)["state"] == "complete"
+
+
+def test_layout_or_its_parts_not_both(tmp_path):
+    spec = LayoutSpec(unit=UNIT, chunk=CHUNK, compressor=None)
+    assert OmeZarrSink(tmp_path / "a", spec).spec == spec
+    assert OmeZarrSink(tmp_path / "b", unit=UNIT, chunk=CHUNK, compressor=None).spec == spec
+    with pytest.raises(TypeError, match="not both"):
+        OmeZarrSink(tmp_path / "c", spec, unit=UNIT)
+
+
+def cluster_run(path: Path, shape, *, skip_last: bool = False) -> OmeZarrSink:
+    """What tilex.distributed does, in one process: UnitSink per level-0 unit, then the levels."""
+    info = run_info(shape, channels=2)
+    result = make_result(shape, 2, len(BANDS))
+    sink = OmeZarrSink(path, unit=UNIT, chunk=CHUNK)
+    sink.prepare(info)
+    sink.open(info, external=True)
+    layout = sink.layout
+    units = layout.units(0)[:-1] if skip_last else layout.units(0)
+    for index in units:
+        unit = UnitSink(layout, index)
+        for t in tiles_in_unit_order(result, UNIT):
+            if (t.region[0] // UNIT, t.region[2] // UNIT) == index:
+                unit.write(t)
+        unit.close()
+    for level in range(1, len(layout.shapes)):
+        for index in layout.units(level):
+            if all(layout.journal.has(level - 1, c) for c in layout.children(level, index)):
+                layout.commit_unit(level, index, layout.assemble_parent(level, index).data)
+    return sink
+
+
+def test_cluster_mode_writes_the_same_output(tmp_path):
+    shape = (2500, 1700)
+    streamed, _ = build(tmp_path / "stream", shape, version="0.5", channels=2)
+    sink = cluster_run(tmp_path / "cluster", shape)
+    with pytest.raises(OutputError, match="refused"):
+        sink.write(next(tiles_in_unit_order(make_result(shape, 2, len(BANDS)), UNIT)))
+    sink.close(RunResults(timings={"tiles_s": 2.0}, cluster={"scheduler": None, "workers": 2}))
+    assert manifest_of(tmp_path / "cluster")["cluster"] == {"scheduler": None, "workers": 2}
+    a, b = open_output(tmp_path / "stream"), open_output(tmp_path / "cluster")
+    for name in a.images:
+        for la, lb in zip(a[name].levels, b[name].levels, strict=True):
+            np.testing.assert_array_equal(la[...], lb[...])
+        assert a[name].attrs == b[name].attrs
+
+
+def test_cluster_close_refuses_missing_units(tmp_path):
+    sink = cluster_run(tmp_path / "OUT", (2500, 1700), skip_last=True)
+    with pytest.raises(OutputError, match=r"incomplete: \d+ write unit\(s\) were never written"):
+        sink.close()
+    assert (sink.state, manifest_of(tmp_path / "OUT")["state"]) == (SinkState.FAILED, "failed")
+
+
+def test_unit_sink_refuses_a_tile_outside_its_unit_and_a_partial_unit(tmp_path):
+    sink = OmeZarrSink(tmp_path / "OUT", unit=UNIT, chunk=CHUNK)
+    sink.open(run_info((1300, 1100), channels=2, keep=False), external=True)
+    tile = next(tiles_in_unit_order(make_result((1300, 1100), 2, len(BANDS)), UNIT))
+    unit = UnitSink(sink.layout, (1, 1))
+    with pytest.raises(OutputError, match="outside level 0 unit"):
+        unit.write(TileResult(tile.region, tile.winner, tile.score, tile.collage, tile.overlay))
+    with pytest.raises(OutputError, match="received 0 of"):
+        unit.close()
+    sink.abort()

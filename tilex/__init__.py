@@ -24,7 +24,7 @@ _EXPORTS = {
     "build_encoder": "tilex.encoder",
     "export_ome_tiff": "tilex.export",
     "load_network": "tilex.encoder",
-    "open_output": "tilex.output",
+    "open_output": "tilex.omezarr",
     "open_scan": "tilex.scan",
     "run": "tilex.job",
     "save_weights": "tilex.encoder",

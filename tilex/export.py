@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tilex.errors import OutputError, OutputExistsError
-from tilex.output import OutputImage, open_output
+from tilex.omezarr import OutputImage, open_output
 
 __all__ = ["EXPORT_IMAGES", "export_ome_tiff"]
 

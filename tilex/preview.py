@@ -34,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tilex.omezarr import band_colours
-from tilex.output import Output, open_output
+from tilex.omezarr import Output, band_colours, open_output
 
 __all__ = ["MAX_SIDE", "render_preview", "visible_from_overlay", "write_preview"]
 

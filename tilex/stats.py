@@ -39,7 +39,6 @@ series alike.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 
 from tilex.errors import OutputError, PlanError
 from tilex.grid import Region
+from tilex.omezarr.format import read_manifest
 
 __all__ = [
     "AUTO_FRACTION",
@@ -210,18 +210,11 @@ class BandStats:
 
     @classmethod
     def from_output(cls, path: str | Path) -> BandStats:
-        """Read the statistics saved in a tilex output (for ``--stats-from``)."""
-        path = Path(path)
-        meta = path / "tilex.json" if path.is_dir() else path
-        try:
-            data = json.loads(meta.read_text())
-        except FileNotFoundError:
-            raise OutputError(f"{meta}: no tilex.json here; --stats-from needs a tilex output") from None
-        except (OSError, ValueError) as err:
-            raise OutputError(f"{meta}: cannot read tilex.json ({err})") from None
-        stats = data.get("stats") if isinstance(data, dict) else None
+        """Read the statistics saved in a tilex output (its folder or its ``tilex.json``),
+        for ``--stats-from``."""
+        stats = read_manifest(path).get("stats")
         if not stats:
-            raise OutputError(f"{meta}: holds no band statistics (was it run with --norm pixel?)")
+            raise OutputError(f"{path}: holds no band statistics (was it run with --norm pixel?)")
         return cls.from_dict(stats)
 
     def check_bands(self, band_names: tuple[str, ...], source: object) -> None:

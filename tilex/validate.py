@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tilex.output import Output, open_output
+from tilex.omezarr import Output, open_output
 from tilex.pyramid import level_shapes
 
 __all__ = ["VALIDATORS", "ValidatorResult", "validate_output"]
