@@ -13,14 +13,13 @@ import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tilex import readers
 from tilex.errors import (
     CorruptFileError,
     MissingFileError,
     NonFiniteError,
     UnsupportedFormatError,
 )
-from tilex.readers import TiffSource, open_source
+from tilex.readers import TiffSource, open_source, value_range
 
 H, W = 70, 90  # not multiples of any tile or chunk size below
 REGIONS = [
@@ -456,8 +455,8 @@ def test_non_finite_float_refused_at_open(tmp_path, write_image):
 
 
 def test_non_finite_large_float_refused_when_read(tmp_path, write_image, monkeypatch):
-    monkeypatch.setattr(readers, "FINITE_CHECK_AT_OPEN_PX", 0)  # "large": not checked at open
-    monkeypatch.setattr(readers, "RANGE_LATTICE", 2)  # its value range: 4 regions, none at (40, 50)
+    monkeypatch.setattr(value_range, "FINITE_CHECK_AT_OPEN_PX", 0)  # "large": not checked at open
+    monkeypatch.setattr(value_range, "RANGE_LATTICE", 2)  # its value range: 4 regions, none at (40, 50)
     data = _data("float32", 2)
     data[40, 50, 1] = np.inf
     path = write_image(tmp_path / "f.zarr", np.moveaxis(data, -1, 0), "zarr2")
@@ -523,7 +522,7 @@ def test_value_range_of_a_small_float_file_is_exact(tmp_path, write_image):
     data = _data("float32", 2)
     source = open_source(write_image(tmp_path / "f.zarr", np.moveaxis(data, -1, 0), "zarr2"))
     values = source.value_range()
-    assert values == readers.ValueRange(
+    assert values == value_range.ValueRange(
         tuple(float(v) for v in data.min(axis=(0, 1))),
         tuple(float(v) for v in data.max(axis=(0, 1))),
         sampled=False,
@@ -532,13 +531,13 @@ def test_value_range_of_a_small_float_file_is_exact(tmp_path, write_image):
 
 
 def test_value_range_of_a_large_float_file_is_sampled(tmp_path, write_image, monkeypatch):
-    monkeypatch.setattr(readers, "FINITE_CHECK_AT_OPEN_PX", 0)  # every file counts as large
+    monkeypatch.setattr(value_range, "FINITE_CHECK_AT_OPEN_PX", 0)  # every file counts as large
     data = _data("float32")
     source = open_source(write_image(tmp_path / "f.tif", data, "tiff", tile=(16, 16)))
     reads = []
     monkeypatch.setattr(source, "read", lambda *region: reads.append(region) or data[None, :1, :1])
-    values = readers.measure_range(source)
-    assert values.sampled and len(reads) == readers.RANGE_LATTICE**2
+    values = value_range.measure_range(source)
+    assert values.sampled and len(reads) == value_range.RANGE_LATTICE**2
     assert all(y1 - y0 <= 16 and x1 - x0 <= 16 for y0, y1, x0, x1 in reads)
 
 
@@ -562,5 +561,5 @@ def test_opening_a_large_float_file_decodes_a_lattice_only(large_float_tiff, mon
     start = time.perf_counter()
     values = open_source(path).value_range()
     assert time.perf_counter() - start < 5
-    assert values.sampled and len(set(decoded)) <= readers.RANGE_LATTICE**2 + 1  # + the probe
+    assert values.sampled and len(set(decoded)) <= value_range.RANGE_LATTICE**2 + 1  # + the probe
     assert 0 <= values.lo[0] < values.hi[0] <= per_row * per_row - 1

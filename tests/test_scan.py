@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tilex import readers
 from tilex.errors import (
     InputRangeError,
     ManifestError,
@@ -18,6 +17,7 @@ from tilex.errors import (
     ScanError,
     UnsupportedFormatError,
 )
+from tilex.readers import value_range
 from tilex.scan import Scan, open_scan, parse_band_option
 
 H, W = 40, 56
@@ -433,7 +433,7 @@ def test_small_overshoot_and_noise_are_reflectance(tmp_path, write_image):
 
 
 def test_large_float_files_are_sampled_and_say_so(tmp_path, float_parts, monkeypatch):
-    monkeypatch.setattr(readers, "FINITE_CHECK_AT_OPEN_PX", 0)
+    monkeypatch.setattr(value_range, "FINITE_CHECK_AT_OPEN_PX", 0)
     with pytest.raises(InputRangeError, match=r"holds float values from \S+ to \S+ \(sampled\), not"):
         open_scan(visible=tmp_path / "visible.tif", bands=[("ir", None, tmp_path / "f16.tif")])
     scan = open_scan(visible=tmp_path / "visible.tif", bands=[("ir", None, tmp_path / "f16.tif")],

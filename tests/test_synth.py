@@ -223,15 +223,15 @@ def test_open_scan_reads_what_synth_wrote(scan_dir):
 
 
 def test_a_failing_tile_is_raised_not_hung(tmp_path, monkeypatch):
-    from tilex import synthetic as synth_module
+    from tilex.synthetic import scene
 
-    real = synth_module._Model.render
+    real = scene._Model.render
 
     def flaky(self, y0, y1, x0, x1):
         if (y0, x0) == (64, 128):
             raise RuntimeError("tile (64, 128) failed")
         return real(self, y0, y1, x0, x1)
 
-    monkeypatch.setattr(synth_module._Model, "render", flaky)
+    monkeypatch.setattr(scene._Model, "render", flaky)
     with pytest.raises(RuntimeError, match=r"tile \(64, 128\) failed"):
         synth(tmp_path / "f", size=(256, 256), bands=2, tile=64, workers=2)
