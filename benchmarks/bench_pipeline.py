@@ -15,7 +15,7 @@ same run, in scan Mpx/s (scan pixels H*W per second):
 2. each stage alone: read (``Scan.read_region`` over all tiles on the reader
    thread pool), fuse (``tilex.kernels.fuse`` + ``overlay`` + download on the
    reference's features), write (``OmeZarrSink`` fed the results in the
-   engine's unit order), statistics (``Engine.measure_stats``, default
+   engine's unit order), statistics (``tilex.engine.measure_statistics``, default
    sample); the slowest stage is named;
 3. end to end: ``tilex.job.run`` into OME-Zarr on disk, ``--norm band`` (with
    the statistics pass) and ``--norm pixel`` (without); EFFICIENCY = e2e /
@@ -143,8 +143,9 @@ def engine_encoder(work: Path, backend: Any, tile: int, precision: str, bands: i
     original = tilex.encoder.build_encoder
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.update(kwargs)
-        return original(*args, **kwargs)
+        encoder = original(*args, **kwargs)
+        seen.update(kwargs, precision=encoder.precision, channels_last=encoder.channels_last)
+        return encoder
 
     tiny = synth_scan(work / "probe-scan", (64, 64), bands, overwrite=True)
     tilex.encoder.build_encoder = spy
@@ -179,7 +180,7 @@ def variant_name(precision: str, channels_last: bool, compiled: bool) -> str:
 
 def preread(scan: Any, tiles: list, backend: Any, readers: int) -> tuple[list, list]:
     """Every tile's read region on the device, and its core's grey for the overlay (not timed)."""
-    from tilex.engine import luminance
+    from tilex.colour import luminance
 
     def one(t: Any) -> tuple[Any, Any, Any]:
         visible, bands = scan.read_region(*t.read)
@@ -260,13 +261,14 @@ def bench_read(scan, tiles, readers: int, depth: int, device: str, rss) -> Measu
 
 
 def bench_stats(scan, enc, backend, tile: int, readers: int, rss) -> tuple[Measure, Any, dict]:
-    from tilex.engine import Engine, PipelineSpec
+    from tilex.engine import Engine, measure_statistics
+    from tilex.plan import TilingSpec
     from tilex.stats import StatsSpec
 
-    engine = Engine(scan, enc, backend, pipeline=PipelineSpec(tile=tile, readers=readers))
+    engine = Engine(scan, enc, backend, tiling=TilingSpec(tile=tile, readers=readers))
     spec = StatsSpec()
     with Measure(backend.name, rss) as m:
-        stats = engine.measure_stats(spec)
+        stats = measure_statistics(engine, spec)
     return m, stats, dict(engine.timings, sample=spec.fraction_for(tuple(scan.shape)))
 
 
@@ -294,7 +296,7 @@ def bench_write(path: Path, scan, enc, results: dict, grid, device: str, rss) ->
 
     info = RunInfo(shape=tuple(scan.shape), band_names=tuple(scan.band_names),
                    wavelengths=tuple(scan.wavelengths), channels=enc.channels,
-                   pixel_size_um=scan.pixel_size_um, metadata={"benchmark": "write stage alone"})
+                   pixel_size_um=scan.pixel_size_um, provenance={"benchmark": "write stage alone"})
     sink = OmeZarrSink(path, overwrite=True)
     order = list(grid.tiles(sink.write_unit))
     with Measure(device, rss) as m:
@@ -424,14 +426,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from tilex.device import resolve_device
     from tilex.encoder import build_encoder
-    from tilex.engine import PipelineSpec
     from tilex.grid import TileGrid
+    from tilex.plan import DEFAULT_TILE, TilingSpec
     from tilex.scan import open_scan
 
     backend = resolve_device(args.device)
+    if not backend.is_cuda:  # as the tilex command does (an explicit opt-in for a process)
+        from tilex.device import tune_host_allocator
+
+        tune_host_allocator()
     kind = "cuda" if backend.is_cuda else "cpu"
     size = parse_size(args.size or DEFAULTS[kind]["size"])
-    tile = args.tile or PipelineSpec.default_tile(backend)
+    tile = args.tile or DEFAULT_TILE["cuda" if backend.is_cuda else "cpu"]
     crop = DEFAULTS[kind]["monai_crop"] if args.monai_crop is None else args.monai_crop
     readers = readers_default()
     device_name = describe_device(backend.name)
@@ -487,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if "stages" in args.only:
             with section("2. each stage alone"):
-                m = bench_read(scan, tiles, readers, PipelineSpec().depth, backend.name, rss)
+                m = bench_read(scan, tiles, readers, TilingSpec().depth, backend.name, rss)
                 rows.append(Row.of("read (Scan.read_region, reader pool)", pixels, m, f"{readers} threads"))
                 print(f"   read   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
                 m, stats, st = bench_stats(scan, ref_enc, backend, tile, readers, rss)

@@ -29,8 +29,8 @@ import tifffile
 import torch
 
 from tilex import kernels
+from tilex.colour import luminance
 from tilex.encoder import build_encoder
-from tilex.engine import luminance
 from tilex.metrics import roc_auc
 from tilex.scan import open_scan
 from tilex.stats import StatsSpec, sample_regions

@@ -34,7 +34,7 @@ def command(out: str, size: tuple[int, int] | None, bands: int, device: str, ove
     import shutil
 
     import tilex
-    from tilex.device import resolve_device
+    from tilex.device import resolve_device, tune_host_allocator
     from tilex.errors import OutputExistsError
     from tilex.lock import output_lock
     from tilex.preview import write_preview
@@ -49,6 +49,7 @@ def command(out: str, size: tuple[int, int] | None, bands: int, device: str, ove
             with output_lock(root / "result"):  # not while a `tilex run -o OUT/result` writes it
                 shutil.rmtree(root)
         backend = resolve_device(device)
+        tune_host_allocator()  # the command owns its process: no page faults on every tile's buffers
         size = size or ((8192, 8192) if backend.is_cuda else (2048, 2048))
         click.echo(f"1/3 making a {size[0]}x{size[1]} synthetic scan with {bands} bands in {root / 'scan'}")
         manifest = tilex.synth(root / "scan", size=size, bands=bands, seed=0)

@@ -16,7 +16,6 @@ a :class:`tilex.errors.ScanError`: one ``tilex: error:`` line and exit 2.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from tilex.scan import Scan
 
 __all__ = [
-    "FiniteFloatRange", "QUIET_HELP", "VERBOSE_HELP", "scan_from_options", "scan_options", "set_verbosity",
+    "QUIET_HELP", "VERBOSE_HELP", "scan_from_options", "scan_options", "set_verbosity",
     "verbosity_options",
 ]
 
@@ -73,6 +72,8 @@ def verbosity_options(command: click.Command) -> click.Command:
     >>> [p.name for p in command.params]
     ['verbose', 'quiet']
     """
+    if any(p.name == "verbose" for p in command.params):  # registered twice (a module imported again)
+        return command
     command.params += [
         click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_add_verbosity,
                      help=VERBOSE_HELP),
@@ -82,32 +83,13 @@ def verbosity_options(command: click.Command) -> click.Command:
     return command
 
 
-class FiniteFloatRange(click.FloatRange):
-    """``click.FloatRange`` that also refuses NaN and infinity (NaN passes every
-    comparison, so a plain range lets it through).
-
-    Examples
-    --------
-    >>> FiniteFloatRange(0.0, 1.0).convert("0.5", None, None)
-    0.5
-    """
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
 def _input_range(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[float, float] | None:
     from tilex.scan import parse_input_range
 
-    try:
-        return parse_input_range(value, "the input range")
-    except ScanError as err:
-        raise click.BadParameter(str(err)) from None
+    # a ScanError, not click's usage error: one ``tilex: error:`` line naming the option
+    return parse_input_range(value, "--input-range")
 
 
 def scan_options(func: F) -> F:

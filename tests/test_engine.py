@@ -1,4 +1,11 @@
-"""The tiled engine equals the whole-image computation, whatever the tiling."""
+"""The tiled engine equals the whole-image computation, whatever the tiling.
+
+What "equals" means here, measured: on a 1000 x 777 scan with a random
+ArtExtract network, every tiling gives the one-tile run's winners exactly and
+its scores, collage and per-band maps within 2e-6 (at most 1.2e-6 seen: the
+convolutions of a different input shape round differently in float32). The
+statistics are bit-identical whatever the tile size.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import pytest
 import torch
 
 from tilex.device import Backend
-from tilex.engine import Engine, FusionSpec, PipelineSpec
-from tilex.errors import NonFiniteError
+from tilex.engine import Engine, measure_statistics
+from tilex.errors import NonFiniteError, PlanError
 from tilex.grid import TileGrid
+from tilex.plan import FusionSpec, TilingSpec
 from tilex.scan import open_scan
 from tilex.sink import MemorySink, RunInfo
 from tilex.stats import StatsSpec
@@ -31,9 +39,9 @@ def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | 
 
 def fused(scan, encoder, *, tile, norm="band", unit=None, readers=2, depth=3, stats=None):
     engine = Engine(scan, encoder, CPU, fusion=FusionSpec(norm=norm, keep_normalised=True),
-                    pipeline=PipelineSpec(tile=tile, readers=readers, depth=depth))
+                    tiling=TilingSpec(tile=tile, readers=readers, depth=depth))
     if norm == "band" and stats is None:
-        stats = engine.measure_stats(StatsSpec(clip=(0, 100), sample=1.0))
+        stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0))
     sink = MemorySink()
     sink.write_unit = unit
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, encoder.channels, keep_normalised=True)
@@ -51,23 +59,19 @@ def case(random_encoder):
 
 
 def assert_same(a: MemorySink, b: MemorySink) -> None:
-    agree = (a.winner == b.winner).mean()
-    assert agree >= 0.9999, f"winners agree on only {agree:.6%} of pixels"
-    differ = a.winner != b.winner
-    if differ.any():  # a flip is only allowed between two bands within float noise
-        na, nb = a.normalised[:, differ], b.normalised[:, differ]
-        assert np.abs(na - nb).max() < 1e-5
-    np.testing.assert_allclose(a.score[~differ], b.score[~differ], atol=1e-5)
-    np.testing.assert_allclose(a.collage[:, ~differ], b.collage[:, ~differ], atol=1e-5)
-    np.testing.assert_allclose(a.normalised, b.normalised, atol=1e-5)
+    """Identical winners; maps within float32 rounding (see the module docstring)."""
+    np.testing.assert_array_equal(a.winner, b.winner)
+    np.testing.assert_allclose(a.score, b.score, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(a.collage, b.collage, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(a.normalised, b.normalised, rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("tile", [128, 256, 384])
-def test_tiled_equals_whole_image(case, tile):
+@pytest.mark.parametrize(("tile", "unit"), [(128, None), (256, None), (384, None), (100, 256), (333, 512)])
+def test_tiled_equals_whole_image(case, tile, unit):
+    """Also with tiles that divide neither the scan nor the write unit (clipped at the unit's edge)."""
     scan, encoder, whole, stats = case
-    tiled, tiled_stats = fused(scan, encoder, tile=tile)
-    np.testing.assert_allclose(tiled_stats.lo, stats.lo, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(tiled_stats.hi, stats.hi, rtol=1e-5, atol=1e-6)
+    tiled, tiled_stats = fused(scan, encoder, tile=tile, unit=unit)
+    assert tiled_stats == stats
     assert_same(tiled, whole)
 
 
@@ -93,8 +97,8 @@ def test_independent_of_order_and_threads(case):
 def test_stats_independent_of_tile_size(case):
     scan, encoder, _, stats = case
     for tile in (100, 333):
-        engine = Engine(scan, encoder, CPU, pipeline=PipelineSpec(tile=tile))
-        again = engine.measure_stats(StatsSpec(clip=(0, 100), sample=1.0))
+        engine = Engine(scan, encoder, CPU, tiling=TilingSpec(tile=tile, readers=2))
+        again = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0))
         assert again.lo == stats.lo and again.hi == stats.hi
 
 
@@ -112,7 +116,8 @@ def test_units_complete_in_morton_order():
 
 def test_failing_tile_names_tile_and_aborts(random_encoder):
     scan = random_scan(300, 300, 2, seed=3, nan_at=(200, 250))
-    engine = Engine(scan, random_encoder(4), CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=128))
+    engine = Engine(scan, random_encoder(4), CPU, fusion=FusionSpec(norm="pixel"),
+                    tiling=TilingSpec(tile=128, readers=2))
     sink = MemorySink()
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1)
     with pytest.raises(NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows 122:262, "
@@ -122,22 +127,22 @@ def test_failing_tile_names_tile_and_aborts(random_encoder):
 
 
 def test_library_refuses_a_nan_threshold():
-    with pytest.raises(ValueError, match=r"threshold must be a finite number in \[0, 1\], got nan"):
+    with pytest.raises(PlanError, match=r"--threshold must be a number in \[0, 1\], got nan"):
         FusionSpec(threshold=float("nan"))
 
 
 def test_band_mode_requires_stats(random_encoder):
     scan = random_scan(64, 64, 2, seed=3)
-    engine = Engine(scan, random_encoder(4), CPU, pipeline=PipelineSpec(tile=64))
+    engine = Engine(scan, random_encoder(4), CPU, tiling=TilingSpec(tile=64, readers=2))
     with pytest.raises(ValueError, match="statistics"):
         engine.run(MemorySink(), RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1), None)
 
 
 def test_sampled_stats_close_to_full(case):
     scan, encoder, _, _ = case
-    engine = Engine(scan, encoder, CPU, pipeline=PipelineSpec(tile=256))
-    full = engine.measure_stats(StatsSpec(clip=(1, 99), sample=1.0))
-    part = engine.measure_stats(StatsSpec(clip=(1, 99), sample=0.5))
+    engine = Engine(scan, encoder, CPU, tiling=TilingSpec(tile=256, readers=2))
+    full = measure_statistics(engine, StatsSpec(clip=(1, 99), sample=1.0))
+    part = measure_statistics(engine, StatsSpec(clip=(1, 99), sample=0.5))
     assert part.pixels < full.pixels
     np.testing.assert_allclose(part.hi, full.hi, rtol=0.05)
 

@@ -96,7 +96,7 @@ def test_log_work_ahead_times_only_when_info_is_shown(caplog):
     class FakeEngine:
         encoder = NullEncoder()
         backend = CPU
-        pipeline = type("P", (), {"tile": 64})()
+        tiling = type("T", (), {"tile": 64})()
         scan = type("S", (), {"n_bands": 2, "shape": (100, 80)})()
         grid = TileGrid((100, 80), tile=64, halo=6)
 

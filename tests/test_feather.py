@@ -17,18 +17,11 @@ from torch import nn
 from tilex import kernels
 from tilex.device import Backend
 from tilex.encoder import build_encoder
-from tilex.engine import Engine, FusionSpec, PipelineSpec
-from tilex.errors import NonFiniteError
-from tilex.feather import (
-    BlendSpec,
-    axis_weights,
-    blend,
-    extent_of,
-    measure_stats,
-    run_feathered,
-    tile_weights,
-)
+from tilex.engine import Engine, measure_statistics
+from tilex.engine.feather import axis_weights, blend, extent_of, tile_weights
+from tilex.errors import NonFiniteError, PlanError
 from tilex.grid import TileGrid, morton_order
+from tilex.plan import FusionSpec, TilingSpec
 from tilex.scan import open_scan
 from tilex.sink import MemorySink, RunInfo
 from tilex.stats import StatsSpec
@@ -93,23 +86,25 @@ def test_ramps_are_smooth_and_only_at_interior_boundaries():
     assert (first[:90] == 1).all()
 
 
-def test_blend_spec_validation():
-    assert BlendSpec().mode == "exact"
-    assert BlendSpec("feather", 8).check_tile(16).overlap == 8
-    with pytest.raises(ValueError, match="blend mode must be one of exact, feather, got 'soft'"):
-        BlendSpec("soft", 8)
-    with pytest.raises(ValueError, match="needs an overlap"):
-        BlendSpec("feather")
-    with pytest.raises(ValueError, match="overlap must be >= 1 px, got 0"):
-        BlendSpec("feather", 0)
-    with pytest.raises(ValueError, match="only used with blend='feather'"):
-        BlendSpec("exact", 4)
-    with pytest.raises(ValueError, match=r"overlap 33 px is more than half the tile \(64 px\)"):
-        BlendSpec("feather", 33).check_tile(64)
+def test_blend_options_are_validated_by_the_plan():
+    assert TilingSpec().blend == "exact"
+    assert TilingSpec(tile=16, blend="feather", overlap=8).overlap == 8
+    with pytest.raises(PlanError, match="--blend must be one of exact, feather, got 'soft'"):
+        TilingSpec(blend="soft", overlap=8)
+    with pytest.raises(PlanError, match="needs --overlap"):
+        TilingSpec(blend="feather")
+    with pytest.raises(PlanError, match="--overlap must be a whole number of px >= 1, got 0"):
+        TilingSpec(blend="feather", overlap=0)
+    with pytest.raises(PlanError, match="only used with --blend feather"):
+        TilingSpec(overlap=4)
+    with pytest.raises(PlanError, match=r"--overlap 33 px is more than half the tile \(64 px\)"):
+        TilingSpec(tile=64, blend="feather", overlap=33)
+    with pytest.raises(PlanError, match="more than half the tile"):
+        TilingSpec(blend="feather", overlap=300).resolve(cuda=False)  # the CPU default: 512 px
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(importlib.import_module("tilex.feather"), optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(importlib.import_module("tilex.engine.feather"), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -189,7 +184,7 @@ def test_feathered_tiles_leave_no_seam_where_a_short_halo_does():
     scan = textured_scan(h, w, 3, seed=1)
     # the field reaches 15 px; declaring 2 gives the exact mode a halo that is too small
     short = build_encoder(network=WideEncoder(), radius=2)
-    engine = Engine(scan, short, CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=tile))
+    engine = Engine(scan, short, CPU, fusion=FusionSpec(norm="pixel"), tiling=TilingSpec(tile=tile, readers=2))
 
     naive = np.zeros((3, h, w), np.float32)  # what the exact mode fuses with that halo
     for t in engine.grid.tiles():
@@ -211,7 +206,7 @@ def test_feathered_tiles_leave_no_seam_where_a_short_halo_does():
 
 
 def test_the_ramp_not_the_extra_context_removes_the_seam(monkeypatch):
-    import tilex.feather as feather
+    import tilex.engine.feather as feather
 
     def hard_cut(index: int, length: int, tile: int, overlap: int) -> np.ndarray:
         """Weight 1 on the core, 0 on the rest of the extent: still a partition of unity."""
@@ -223,7 +218,7 @@ def test_the_ramp_not_the_extra_context_removes_the_seam(monkeypatch):
     tile, overlap, (h, w) = 64, 8, (200, 232)
     scan = textured_scan(h, w, 3, seed=1)
     engine = Engine(scan, build_encoder(network=WideEncoder(), radius=2), CPU,
-                    fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=tile))
+                    fusion=FusionSpec(norm="pixel"), tiling=TilingSpec(tile=tile, readers=2))
     monkeypatch.setattr(feather, "axis_weights", hard_cut)
     cut = assemble(blend(engine, overlap), (h, w))
     border, inside = border_and_interior_steps(cut, tile, overlap)
@@ -233,15 +228,19 @@ def test_the_ramp_not_the_extra_context_removes_the_seam(monkeypatch):
 # --------------------------------------------------------------------------- the run
 
 
+def feathered_engine(scan, encoder, *, tile, overlap, norm="band"):
+    return Engine(scan, encoder, CPU, fusion=FusionSpec(norm=norm, keep_normalised=True),
+                  tiling=TilingSpec(tile=tile, readers=2, depth=3, blend="feather", overlap=overlap))
+
+
 def feathered_run(scan, encoder, *, tile, overlap, stats=None, norm="band", unit=None, sink=None):
-    engine = Engine(scan, encoder, CPU, fusion=FusionSpec(norm=norm, keep_normalised=True),
-                    pipeline=PipelineSpec(tile=tile, readers=2, depth=3))
+    engine = feathered_engine(scan, encoder, tile=tile, overlap=overlap, norm=norm)
     if norm == "band" and stats is None:
-        stats = measure_stats(engine, StatsSpec(clip=(0, 100), sample=1.0), overlap)
+        stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0), halo=overlap)
     sink = sink or MemorySink()
     sink.write_unit = unit
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, encoder.channels, keep_normalised=True)
-    run_feathered(engine, sink, info, stats, overlap)
+    engine.run(sink, info, stats)
     assert sink.closed and (sink.written == 1).all(), "every pixel written exactly once"
     return sink, stats, engine
 
@@ -304,8 +303,8 @@ def test_outputs_are_the_fusion_of_the_blended_maps(small):
 def test_feather_with_overlap_at_the_radius_is_close_to_exact(random_encoder):
     scan = random_scan(200, 190, 4, seed=1)
     encoder = random_encoder(seed=2)  # ArtExtract architecture, radius 6
-    engine = Engine(scan, encoder, CPU, fusion=FusionSpec(keep_normalised=True), pipeline=PipelineSpec(tile=64))
-    stats = engine.measure_stats(StatsSpec(clip=(0, 100), sample=1.0))
+    engine = Engine(scan, encoder, CPU, fusion=FusionSpec(keep_normalised=True), tiling=TilingSpec(tile=64, readers=2))
+    stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0))
     exact = MemorySink()
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1, keep_normalised=True)
     engine.run(exact, info, stats)
@@ -315,22 +314,23 @@ def test_feather_with_overlap_at_the_radius_is_close_to_exact(random_encoder):
     same = feathered.winner == exact.winner
     assert same.mean() >= 0.999
     np.testing.assert_allclose(feathered.score[same], exact.score[same], atol=5e-3)
-    assert (feathered.score[~same] > 0).any() or (exact.score[~same] > 0).any() or not (~same).any()
+    # winners may differ only near core borders, where the fading tile is within the radius of its edge
+    ys, xs = np.nonzero(~same)
+    from_border = np.minimum(np.minimum(ys % 64, 64 - ys % 64), np.minimum(xs % 64, 64 - xs % 64))
+    assert (from_border <= 2 * encoder.radius).all(), from_border.max()
 
 
 def test_band_mode_requires_stats_and_failures_abort(small):
     scan, encoder = small
-    engine = Engine(scan, encoder, CPU, pipeline=PipelineSpec(tile=32))
+    engine = feathered_engine(scan, encoder, tile=32, overlap=8)
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1)
     with pytest.raises(ValueError, match="statistics"):
-        run_feathered(engine, MemorySink(), info, None, 8)
-    with pytest.raises(ValueError, match="more than half the tile"):
-        run_feathered(engine, MemorySink(), info, None, 17)
+        engine.run(MemorySink(), info, None)
     failing = random_scan(100, 100, 2, seed=3, nan_at=(70, 70))
-    engine = Engine(failing, encoder, CPU, fusion=FusionSpec(norm="pixel"), pipeline=PipelineSpec(tile=32))
+    engine = feathered_engine(failing, encoder, tile=32, overlap=8, norm="pixel")
     sink = MemorySink()
     with pytest.raises(NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows \d+:\d+, columns"):
-        run_feathered(engine, sink, RunInfo(failing.shape, failing.band_names, failing.wavelengths, 1), None, 8)
+        engine.run(sink, RunInfo(failing.shape, failing.band_names, failing.wavelengths, 1), None)
     assert not sink.closed
 
 
@@ -349,9 +349,9 @@ def test_job_runs_feathered_and_records_it(synth_scan):
 
     report = run(synth_scan, None, tile=32, device="cpu", blend="feather", overlap=8, clip=(0, 100))
     assert (report.sink.written == 1).all()
-    params = report.sink.info.metadata["parameters"]
+    params = report.sink.info.provenance["parameters"]
     assert params["blend"] == "feather" and params["overlap"] == 8
-    with pytest.raises(ValueError, match="more than half the tile"):
+    with pytest.raises(PlanError, match="more than half the tile"):
         run(synth_scan, None, tile=32, device="cpu", blend="feather", overlap=20)
 
 

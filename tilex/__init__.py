@@ -19,6 +19,7 @@ from tilex._version import __version__
 from tilex.errors import TilexError
 
 _EXPORTS = {
+    "RunPlan": "tilex.plan",
     "RunReport": "tilex.job",
     "Scan": "tilex.scan",
     "build_encoder": "tilex.encoder",
@@ -34,6 +35,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "RunPlan",
     "RunReport",
     "Scan",
     "TilexError",

@@ -7,10 +7,10 @@ writes whole units straight into the shared output store::
     client                          workers (one task at a time each)
     ------                          ---------------------------------
     tilex.json "statistics"
-    stats: groups of sample    -->  Engine.histogram(regions)       -> histogram
+    stats: groups of sample    -->  statistics.histogram(regions)   -> histogram
     blocks; merge histograms   <--  (exact, order-free: integer counts, min, max)
     tilex.json "running" + arrays
-    level 0: one task per unit -->  Engine.run over the unit's tiles -> OutputLayout.commit_unit
+    level 0: one task per unit -->  the pipeline loop over the unit's tiles -> UnitSink
     level k: one task per unit -->  read the 2x2 children of level k-1, reduce, commit_unit
     group metadata, "complete"
 
@@ -18,7 +18,7 @@ Every unit is written with :meth:`tilex.omezarr.OutputLayout.commit_unit`,
 the method the streaming :class:`~tilex.omezarr.OmeZarrSink` uses, and upper
 levels are reduced child by child with the same reductions, so the arrays
 equal a single-process run's byte for byte.  Units are journaled as they are
-written (:mod:`tilex.journal`): a task whose unit is already marked returns
+written (:mod:`tilex.omezarr.journal`): a task whose unit is already marked returns
 at once, so a task retried after its worker died, or a resumed run, only
 computes what is missing.  If a worker dies, dask reschedules its task
 elsewhere (``distributed.scheduler.allowed-failures`` times at most).
@@ -42,14 +42,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tilex.engine import Engine, FusionSpec, PipelineSpec, Progress, band_stats
+from tilex.engine import Engine, FuseMerger, Progress, histogram
 from tilex.errors import OutputError, ScanError, UsageError, WeightsError
 from tilex.grid import morton_order
-from tilex.omezarr import LayoutSpec, OmeZarrSink, OutputLayout, tile_field
-from tilex.sink import RunInfo, TileResult
+from tilex.omezarr import LayoutSpec, OmeZarrSink, OutputLayout, UnitSink
+from tilex.plan import ClusterSpec, FusionSpec, TilingSpec
+from tilex.sink import RunInfo, RunResults
 from tilex.stats import BandStats, StatsSpec, sample_regions
 
-__all__ = ["ALLOWED_FAILURES", "ClusterSpec", "WorkSpec", "run_on_cluster"]
+__all__ = ["ALLOWED_FAILURES", "WorkSpec", "run_on_cluster"]
 
 log = logging.getLogger("tilex")
 
@@ -61,58 +62,41 @@ STATS_TASK_PIXELS = 4 * 2**20
 
 
 @dataclass(frozen=True)
-class ClusterSpec:
-    """Where to run: an existing scheduler's address, or local workers (``N`` or ``"gpus"``)."""
-
-    scheduler: str | None = None
-    workers: int | str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.scheduler is None) == (self.workers is None):
-            raise UsageError("give a scheduler address or a number of workers, not both or neither")
-        w = self.workers
-        if w is not None and w != "gpus" and not (isinstance(w, int) and w >= 1):
-            raise UsageError(f"workers must be a number >= 1 or 'gpus', got {w!r}")
-
-
-@dataclass(frozen=True)
 class WorkSpec:
     """Everything a worker needs to compute and write units: small and picklable."""
 
     scan: dict[str, Any]  # how to open the scan: {"source": PATH} or visible/bands paths
     weights: str | None
     weights_sha256: str
-    device: str
+    device: str  # what the worker resolves: "cpu", or "cuda" for its own visible GPU
     precision: str
     channels_last: bool
     fusion: FusionSpec
-    pipeline: PipelineSpec
+    tiling: TilingSpec
     out: str
     layout: LayoutSpec
-    info: RunInfo  # without provenance metadata
+    info: RunInfo  # without the provenance
     torch_threads: int | None = None
 
     @classmethod
-    def for_run(cls, scan: Any, encoder: Any, weights: Any, fusion: FusionSpec, pipeline: PipelineSpec,
+    def for_run(cls, scan: Any, encoder: Any, weights: Any, fusion: FusionSpec, tiling: TilingSpec,
                 sink: Any, info: RunInfo) -> WorkSpec:
         """The work of a :func:`tilex.run` whose output is the OME-Zarr ``sink``."""
         if not isinstance(sink, OmeZarrSink):
             raise OutputError("running on a cluster needs an OME-Zarr output folder (-o OUT)")
-        device = str(encoder.device)
-        if device.startswith("cuda"):
-            device = "cuda"  # each worker sees its own GPU (dask-cuda sets CUDA_VISIBLE_DEVICES)
+        backend = encoder.backend
         return cls(
             scan=scan_recipe(scan),
             weights=str(Path(weights).absolute()) if weights else None,
             weights_sha256=encoder.weights_sha256,
-            device=device,
-            precision=encoder.precision,
-            channels_last=bool(getattr(encoder, "channels_last", False)),
+            device=backend.worker_device,
+            precision=backend.precision,
+            channels_last=backend.channels_last,
             fusion=fusion,
-            pipeline=pipeline,
+            tiling=tiling,
             out=str(sink.path.absolute()),
             layout=sink.spec,
-            info=replace(info, metadata={}),
+            info=replace(info, provenance={}, stats=None),
         )
 
     @property
@@ -167,9 +151,8 @@ def _resources(work: WorkSpec) -> tuple[Any, Any, Any]:
                 import torch
 
                 torch.set_num_threads(work.torch_threads)
-            backend = resolve_device(work.device)
-            encoder = build_encoder(weights=work.weights, device=backend.name, precision=work.precision,
-                                    channels_last=work.channels_last)
+            backend = resolve_device(work.device, precision=work.precision, channels_last=work.channels_last)
+            encoder = build_encoder(work.weights, backend)
             if encoder.weights_sha256 != work.weights_sha256:
                 raise WeightsError(
                     f"weights {work.weights or 'default'} on this worker have SHA-256 "
@@ -192,52 +175,28 @@ def _layout(work: WorkSpec) -> OutputLayout:
 
 def _engine(work: WorkSpec) -> Engine:
     scan, encoder, backend = _resources(work)
-    return Engine(scan, encoder, backend, fusion=work.fusion, pipeline=work.pipeline)
+    return Engine(scan, encoder, backend, fusion=work.fusion, tiling=work.tiling)
 
 
 def stats_task(regions: list[tuple[int, int, int, int]], *, work: WorkSpec) -> tuple[Any, int]:
-    """Task: the merged dissimilarity histogram of some sample blocks, and their pixels."""
-    return _engine(work).histogram(regions)
-
-
-class _UnitSink:
-    """Assembles the tiles of one level-0 unit, then commits it (a :class:`tilex.sink.Sink`)."""
-
-    def __init__(self, layout: OutputLayout, index: tuple[int, int]) -> None:
-        self.layout, self.index = layout, index
-        self.write_unit: int | None = layout.spec.unit
-        self.unit = layout.new_unit(0, index)
-
-    def open(self, info: RunInfo) -> None:
-        pass
-
-    def write(self, result: TileResult) -> None:
-        y0, y1, x0, x1 = result.region
-        uy0, _, ux0, _ = self.unit.region
-        for spec in self.layout.images:
-            self.unit.data[spec.name][..., y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] = tile_field(result, spec)
-        self.unit.covered += (y1 - y0) * (x1 - x0)
-
-    def close(self) -> None:
-        if self.unit.covered != self.unit.area:
-            raise OutputError(f"level 0 unit {self.index} received {self.unit.covered} of "
-                              f"{self.unit.area} pixels")
-        self.layout.commit_unit(0, self.index, self.unit.data)
-
-    def abort(self) -> None:
-        pass
+    """Task: the merged dissimilarity histogram of some sample squares, and their pixels."""
+    return histogram(_engine(work), regions)
 
 
 def unit_task(index: tuple[int, int], *, work: WorkSpec, stats: BandStats | None) -> int:
-    """Task: compute, write and journal one level-0 unit; its pixel count."""
+    """Task: compute, write and journal one level-0 unit; its pixel count.
+
+    The same pipeline loop and merger as one process, on this unit's tiles.
+    """
     layout = _layout(work)
     index = tuple(index)  # type: ignore[assignment]
     y0, y1, x0, x1 = layout.region(0, index)
     if not layout.journal.has(0, index):  # else written before this worker's predecessor died
-        u = layout.spec.unit
         engine = _engine(work)
-        engine.run(_UnitSink(layout, index), replace(work.info, metadata={}), stats,
-                   skip=lambda t: (t.core[0] // u, t.core[2] // u) != index)
+        sink = UnitSink(layout, index)
+        engine.process(engine.grid.unit_tiles(layout.spec.unit, index), FuseMerger(engine.backend, work.fusion, stats),
+                       sink)
+        sink.close()
     return (y1 - y0) * (x1 - x0)
 
 
@@ -298,6 +257,7 @@ def run_on_cluster(
     cluster: ClusterSpec,
     work: WorkSpec,
     sink: OmeZarrSink,
+    info: RunInfo,
     stats_spec: StatsSpec,
     stats: BandStats | None,
     *,
@@ -305,29 +265,25 @@ def run_on_cluster(
 ) -> tuple[BandStats | None, dict[str, float]]:
     """Run a prepared job (:meth:`OmeZarrSink.prepare` done) on a dask cluster.
 
-    Returns the statistics and the timings.  The output is marked
-    ``"failed"`` if the run fails (it can be resumed).
+    The client measures nothing itself: statistics, level-0 units and the
+    pyramid are tasks; the sink is opened for writers outside this process
+    and closed (or aborted: the output is marked ``"failed"`` and can be
+    resumed) here. Returns the statistics and the timings.
     """
     progress = progress or (lambda stage, done, total: None)
-    info = sink.layout.info  # with the provenance, which workers do not need
-    layout = OutputLayout(work.out, info, work.layout)
     timings: dict[str, float] = {}
     with _client(cluster, work.device) as (client, local_workers):
         if local_workers and not work.device.startswith("cuda"):
             work = replace(work, torch_threads=max(1, (os.cpu_count() or 1) // local_workers))
         try:
-            if work.fusion.norm == "band" and stats is None:
+            if work.fusion.needs_statistics and stats is None:
                 t0 = time.perf_counter()
                 stats = _statistics(client, work, stats_spec, progress)
                 timings["stats_s"] = time.perf_counter() - t0
             if stats is not None:
-                info.metadata["stats"] = stats.to_dict()
-            layout.write_manifest("running")
-            if sink.resume and layout.journal.has_arrays():
-                layout.open_arrays()
-                layout.remove_partial_files()
-            else:
-                layout.create_arrays()
+                info = replace(info, stats=stats.to_dict())
+            sink.open(info, external=True)
+            layout = sink.layout
             t0 = time.perf_counter()
             _level_zero(client, work, stats, layout, progress)
             timings["tiles_s"] = time.perf_counter() - t0
@@ -336,15 +292,11 @@ def run_on_cluster(
                 todo = [i for i in layout.units(level) if not layout.journal.has(level, i)]
                 client.gather(client.map(level_task, todo, work=work, level=level, pure=False))
             timings["pyramid_s"] = time.perf_counter() - t0
-            info.metadata.setdefault("timings", {}).update({k: round(v, 3) for k, v in timings.items()})
-            info.metadata["cluster"] = {"scheduler": cluster.scheduler,
-                                        "workers": len(client.scheduler_info()["workers"])}
-            layout.finish()
-            sink.state = "complete"
+            workers = len(client.scheduler_info()["workers"])
         except BaseException:
-            layout.write_manifest("failed")  # also when the statistics pass failed
-            sink.state = "failed"
+            sink.abort()
             raise
+    sink.close(RunResults(timings=timings, cluster={"scheduler": cluster.scheduler, "workers": workers}))
     return stats, timings
 
 
@@ -364,7 +316,7 @@ def _statistics(client: Any, work: WorkSpec, spec: StatsSpec, progress: Progress
         merged = hist if merged is None else kernels.merge_histograms(merged, hist)
         pixels += n
         progress("stats", pixels, total)
-    return band_stats(merged, work.info.band_names, spec, fraction, pixels)
+    return BandStats.from_histogram(merged, work.info.band_names, spec, fraction, pixels)
 
 
 def _level_zero(client: Any, work: WorkSpec, stats: BandStats | None, layout: OutputLayout,

@@ -174,7 +174,7 @@ def log_work_ahead(engine: Any, stats_fraction: float | None, *,
         return None
     from tilex.stats import BLOCK
 
-    trial = time_trial(engine.encoder, engine.backend, engine.pipeline.tile, engine.scan.n_bands,
+    trial = time_trial(engine.encoder, engine.backend, engine.tiling.tile, engine.scan.n_bands,
                        tuple(engine.scan.shape))
     work = estimate_work(engine.grid, stats_fraction=stats_fraction, stats_block=BLOCK, trial=trial,
                          device=engine.backend.name, skip=skip)

@@ -1,6 +1,6 @@
 """Feathered blending: seamless (approximate) tiling for encoders too wide for a halo.
 
-The exact mode (:mod:`tilex.engine`) reads every tile with a halo equal to the
+The exact mode (:mod:`tilex.engine.fuse`) reads every tile with a halo equal to the
 encoder's receptive-field radius, so the tiled result *is* the whole-image
 result. An encoder whose field is hundreds of pixels wide makes that halo too
 costly; cutting it short leaves visible steps at the tile borders, where each
@@ -49,9 +49,9 @@ px of its ramp, where its weight is small but not zero: close, never equal,
 and winners near core borders may differ from a whole-image run. Use the
 exact mode whenever the halo is affordable.
 
-For ``norm="band"`` the whole-scan ranges come from :func:`measure_stats`:
-the engine's sampled statistics with each sample block read with ``overlap``
-px of context instead of the encoder radius -- approximate, like the mode
+For ``norm="band"`` the whole-scan ranges come from :func:`tilex.engine.statistics.measure`:
+the statistics pass (:mod:`tilex.engine.statistics`) with each sample block read
+with ``overlap`` px of context instead of the encoder radius -- approximate, like the mode
 (they are measured on unblended ``d``).
 
 Choosing the overlap
@@ -91,86 +91,28 @@ run on a GPU). Resuming (``skip``) is not supported.
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from tilex import kernels
-from tilex.engine import Engine, _Writer
+from tilex.colour import luminance
 from tilex.errors import TileError
-from tilex.grid import Region, Tile, unit_of
-from tilex.sink import RunInfo, Sink, TileResult
-from tilex.stats import BandStats, StatsSpec
+from tilex.grid import Region, Tile, TileGrid, unit_of
+from tilex.plan import FusionSpec
+from tilex.sink import TileResult
+from tilex.stats import BandStats
 
 __all__ = [
-    "BLEND_MODES",
-    "BlendSpec",
     "BlendedCore",
+    "FeatherMerger",
     "axis_weights",
     "blend",
     "extent_of",
-    "fuse_blended",
-    "measure_stats",
-    "run_feathered",
+    "feather_order",
     "tile_weights",
 ]
-
-BLEND_MODES = ("exact", "feather")
-"""``exact``: halo = encoder radius, identical to the whole image; ``feather``: cross-faded overlaps."""
-
-
-@dataclass(frozen=True)
-class BlendSpec:
-    """How overlapping tiles are combined.
-
-    Parameters
-    ----------
-    mode
-        ``"exact"`` (the engine's halo mode) or ``"feather"``.
-    overlap
-        Feather only: px each tile extends past its core, ``>= 1``; it must
-        also be at most half the tile (:meth:`check_tile`). ``None`` for exact.
-
-    Examples
-    --------
-    >>> BlendSpec("feather", overlap=32).check_tile(512)
-    BlendSpec(mode='feather', overlap=32)
-    >>> BlendSpec("feather", overlap=300).check_tile(512)
-    Traceback (most recent call last):
-    ...
-    ValueError: feather overlap 300 px is more than half the tile (512 px); use --overlap <= 256 or a larger --tile
-    """
-
-    mode: str = "exact"
-    overlap: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in BLEND_MODES:
-            raise ValueError(f"blend mode must be one of {', '.join(BLEND_MODES)}, got {self.mode!r}")
-        if self.mode == "exact":
-            if self.overlap is not None:
-                raise ValueError("overlap is only used with blend='feather'; the exact mode's halo is "
-                                 "the encoder radius")
-            return
-        if self.overlap is None:
-            raise ValueError("blend='feather' needs an overlap in px (--overlap)")
-        if isinstance(self.overlap, bool) or int(self.overlap) != self.overlap:
-            raise ValueError(f"feather overlap must be an integer number of px, got {self.overlap!r}")
-        object.__setattr__(self, "overlap", int(self.overlap))
-        if self.overlap < 1:
-            raise ValueError(f"feather overlap must be >= 1 px, got {self.overlap}")
-
-    def check_tile(self, tile: int) -> BlendSpec:
-        """Refuse an overlap wider than half of ``tile`` (ramps would overlap); return self."""
-        if self.mode == "feather" and 2 * self.overlap > tile:
-            raise ValueError(
-                f"feather overlap {self.overlap} px is more than half the tile ({tile} px); "
-                f"use --overlap <= {tile // 2} or a larger --tile"
-            )
-        return self
 
 
 # --------------------------------------------------------------------------- weights (pure)
@@ -230,19 +172,6 @@ def tile_weights(row: int, col: int, shape: tuple[int, int], tile: int, overlap:
     return np.outer(wy, wx)
 
 
-# --------------------------------------------------------------------------- blending
-
-
-@dataclass
-class BlendedCore:
-    """One finished core: blended ``d [N, h, w]``, ``b [N, C, h, w]`` and the grey ``[h, w]``."""
-
-    tile: Tile
-    d: np.ndarray
-    b: np.ndarray
-    gray: np.ndarray
-
-
 class _Core:
     """Weighted sums over one core while the tiles reaching it arrive.
 
@@ -295,152 +224,146 @@ def _neighbours(row: int, col: int, rows: int, cols: int) -> list[tuple[int, int
             if 0 <= r < rows and 0 <= c < cols]
 
 
-def _plan(engine: Engine, unit: int | None) -> tuple[list[list[Tile]], list[tuple[int, int]]]:
-    """Groups of cores in emission order, and the order to encode tiles in for them."""
+def _neighbours(row: int, col: int, rows: int, cols: int) -> list[tuple[int, int]]:
+    return [(r, c) for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)
+            if 0 <= r < rows and 0 <= c < cols]
+
+
+def feather_order(grid: TileGrid, overlap: int, unit: int | None) -> tuple[list[list[Tile]], list[Tile]]:
+    """Groups of cores in emission order, and the extents to encode, in the order they are needed.
+
+    Cores come unit by unit (``unit`` from the sink) or row-major; each
+    group's cores need the tiles around them, each encoded once, just in time.
+    """
     groups: list[list[Tile]] = []
     key = None
-    for core in engine.grid.tiles(unit):
+    for core in grid.tiles(unit, clip_to_unit=False):
         k = unit_of(core.core, unit) if unit else (core.row, core.col)
         if k != key:
             groups.append([])
             key = k
         groups[-1].append(core)
-    rows, cols = engine.grid.rows, engine.grid.cols
     done: set[tuple[int, int]] = set()
-    order: list[tuple[int, int]] = []
+    extents: list[Tile] = []
     for group in groups:
-        need = sorted({rc for t in group for rc in _neighbours(t.row, t.col, rows, cols)} - done)
+        need = sorted({rc for t in group for rc in _neighbours(t.row, t.col, grid.rows, grid.cols)} - done)
         done.update(need)
-        order.extend(need)
-    return groups, order
+        for r, c in need:
+            region = extent_of(r, c, grid.shape, grid.tile, overlap)
+            extents.append(Tile(r, c, region, region))  # read = written = the extent, no halo
+    return groups, extents
 
 
-def blend(engine: Engine, overlap: int, *, unit: int | None = None) -> Iterator[BlendedCore]:
-    """Yield every core's blended maps once, in the engine's order for ``unit``.
+@dataclass
+class BlendedCore:
+    """One finished core before the fusion: blended ``d [N, h, w]``, ``b [N, C, h, w]``, grey ``[h, w]``."""
 
-    Tiles are read and encoded through ``engine``'s pipeline (reader threads,
-    queue depth) over their extents; ``engine.encoder.radius`` is not used.
+    tile: Tile
+    d: np.ndarray
+    b: np.ndarray
+    gray: np.ndarray
 
-    Parameters
-    ----------
-    engine
-        The :class:`tilex.engine.Engine` whose scan, encoder, backend and
-        tile grid to use.
-    overlap
-        Feather overlap in px, ``1 <= overlap <= tile / 2``.
-    unit
-        A sink's ``write_unit`` (cores of one unit contiguous, Morton order) or
-        ``None`` (row-major).
+
+class FeatherMerger:
+    """Cross-fades encoded extents into finished cores and fuses them (see the module docstring).
+
+    Feed it the extents of :func:`feather_order` in that order; it yields each
+    group of cores once all their neighbours have arrived.
     """
-    shape = tuple(engine.scan.shape)
-    tile = engine.pipeline.tile
-    BlendSpec("feather", overlap).check_tile(tile)
-    rows, cols = engine.grid.rows, engine.grid.cols
-    groups, order = _plan(engine, unit)
-    extents = []
-    for r, c in order:
-        region = extent_of(r, c, shape, tile, overlap)
-        extents.append(Tile(r, c, region, region))  # read = written = the extent, no halo
-    open_cores: dict[tuple[int, int], _Core] = {}
-    get = engine.backend.download
-    next_group = 0
 
-    for ext, (g, b, gray) in engine._stream(extents, "tiles", keep_visible=True):
+    def __init__(self, grid: TileGrid, overlap: int, groups: list[list[Tile]], fusion: FusionSpec,
+                 stats: BandStats | None, download) -> None:
+        if fusion.needs_statistics and stats is None:
+            raise ValueError("norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)")
+        self.grid, self.overlap, self.groups, self.fusion = grid, overlap, groups, fusion
+        self.lo_hi = stats.arrays() if stats is not None and fusion.needs_statistics else None
+        self.download = download  # the blending and the fusion run on the host
+        self.open_cores: dict[tuple[int, int], _Core] = {}
+        self.next_group = 0
+        self.done = 0
+
+    def add(self, ext: Tile, g, b, visible: np.ndarray) -> Iterator[TileResult]:
+        get = self.download
         try:
             d_t = get(kernels.dissimilarity(g, b))
         except Exception as err:
             raise TileError(f"{ext.describe()}: dissimilarity failed: {err}", tile=ext) from err
-        b_t, gray_t = get(b), get(gray)
+        b_t, gray_t = get(b), luminance(visible)
+        shape, tile, overlap = self.grid.shape, self.grid.tile, self.overlap
+        rows, cols = self.grid.rows, self.grid.cols
         wy = axis_weights(ext.row, shape[0], tile, overlap)
         wx = axis_weights(ext.col, shape[1], tile, overlap)
         for rc in _neighbours(ext.row, ext.col, rows, cols):
-            core = open_cores.get(rc)
+            core = self.open_cores.get(rc)
             if core is None:
-                core = open_cores[rc] = _Core(engine.grid.tile_at(*rc), len(_neighbours(*rc, rows, cols)))
+                core = self.open_cores[rc] = _Core(self.grid.tile_at(*rc), len(_neighbours(*rc, rows, cols)))
             core.add(ext, d_t, b_t, gray_t, wy, wx)
-        while next_group < len(groups) and _ready(groups[next_group], open_cores):
-            for t in groups[next_group]:
-                core = open_cores.pop((t.row, t.col))
-                yield BlendedCore(core.tile, core.d, core.b, core.gray)
-            next_group += 1
-    if next_group != len(groups) or open_cores:  # a planning bug, never a user error
-        raise RuntimeError(f"feathered blend left {len(groups) - next_group} unit(s) unfinished")
+        while self.next_group < len(self.groups) and self._ready(self.groups[self.next_group]):
+            for t in self.groups[self.next_group]:
+                core = self.open_cores.pop((t.row, t.col))
+                self.done += t.pixels
+                yield self.emit(core)
+            self.next_group += 1
+
+    def finish(self) -> Iterator[TileResult]:
+        if self.next_group != len(self.groups) or self.open_cores:  # a planning bug, never a user error
+            raise RuntimeError(f"feathered blend left {len(self.groups) - self.next_group} unit(s) unfinished")
+        return iter(())
+
+    def _ready(self, group: list[Tile]) -> bool:
+        """Whether every core of ``group`` has received all its tiles."""
+        cores = self.open_cores
+        return all((t.row, t.col) in cores and cores[t.row, t.col].finished for t in group)
+
+    def emit(self, core: _Core) -> TileResult:
+        """Fuse one blended core: ``fuse`` on ``g = 0``, ``b = d`` (``|0 - d_i| = d_i``)."""
+        lo, hi = self.lo_hi if self.lo_hi else (None, None)
+        assert core.d is not None and core.b is not None and core.gray is not None
+        h, w = core.d.shape[1:]
+        spec = self.fusion
+        try:
+            fused = kernels.fuse(
+                np.zeros((1, h, w), np.float32), core.d[:, None], lo, hi,
+                norm=spec.norm, threshold=spec.threshold, keep_normalised=spec.keep_normalised,
+            )  # fmt: skip
+            over = kernels.overlay(np.ascontiguousarray(core.gray), fused.score)
+        except Exception as err:
+            raise TileError(f"{core.tile.describe()}: fusion failed: {err}", tile=core.tile) from err
+        winner = fused.winner
+        pick = np.maximum(winner.astype(np.intp) - 1, 0)[None, None]
+        collage = np.take_along_axis(core.b, np.broadcast_to(pick, (1, *core.b.shape[1:])), axis=0)[0]
+        collage[:, winner == 0] = 0.0
+        return TileResult(region=core.tile.core, winner=winner, score=fused.score, collage=collage,
+                          overlay=over, normalised=fused.normalised)
 
 
-def _ready(group: list[Tile], open_cores: dict[tuple[int, int], _Core]) -> bool:
-    """Whether every core of ``group`` has received all its tiles."""
-    return all((t.row, t.col) in open_cores and open_cores[t.row, t.col].finished for t in group)
+class _Blended(FeatherMerger):
+    """Emits the blended cores themselves, unfused (see :func:`blend`)."""
+
+    def emit(self, core: _Core) -> BlendedCore:  # type: ignore[override]
+        assert core.d is not None and core.b is not None and core.gray is not None
+        return BlendedCore(core.tile, core.d, core.b, core.gray)
 
 
-# --------------------------------------------------------------------------- fusion and run
+class _Collect:
+    """A sink that keeps what it receives, in order."""
+
+    write_unit: int | None = None
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def write(self, item) -> None:
+        self.items.append(item)
 
 
-def fuse_blended(core: BlendedCore, engine: Engine, lo_hi: tuple[np.ndarray, np.ndarray] | None) -> TileResult:
-    """Fuse one blended core under the engine's :class:`~tilex.engine.FusionSpec`."""
-    lo, hi = lo_hi if lo_hi else (None, None)
-    h, w = core.d.shape[1:]
-    spec = engine.fusion
-    try:
-        fused = kernels.fuse(
-            np.zeros((1, h, w), np.float32), core.d[:, None], lo, hi,
-            norm=spec.norm, threshold=spec.threshold, keep_normalised=spec.keep_normalised,
-        )
-        over = kernels.overlay(np.ascontiguousarray(core.gray), fused.score)
-    except Exception as err:
-        raise TileError(f"{core.tile.describe()}: fusion failed: {err}", tile=core.tile) from err
-    winner = fused.winner
-    pick = np.maximum(winner.astype(np.intp) - 1, 0)[None, None]
-    collage = np.take_along_axis(core.b, np.broadcast_to(pick, (1, *core.b.shape[1:])), axis=0)[0]
-    collage[:, winner == 0] = 0.0
-    return TileResult(region=core.tile.core, winner=winner, score=fused.score, collage=collage,
-                      overlay=over, normalised=fused.normalised)
+def blend(engine, overlap: int, *, unit: int | None = None) -> list[BlendedCore]:
+    """Every core's blended maps, in the engine's order for ``unit``, through the pipeline loop.
 
-
-def run_feathered(engine: Engine, sink: Sink, info: RunInfo, stats: BandStats | None, overlap: int) -> None:
-    """Like :meth:`tilex.engine.Engine.run`, with feathered tiles (see the module docstring).
-
-    ``sink.abort()`` and re-raise on failure; ``sink.close()`` on success.
-
-    Examples
-    --------
-    >>> engine = Engine(scan, build_encoder(network=net, radius=40), Backend("cpu"),
-    ...                 fusion=FusionSpec(norm="pixel"))                      # doctest: +SKIP
-    >>> run_feathered(engine, MemorySink(), info, None, overlap=32)           # doctest: +SKIP
+    For inspecting the blending itself (the seams of ``d``), without the fusion.
     """
-    BlendSpec("feather", overlap).check_tile(engine.pipeline.tile)
-    if engine.fusion.norm == "band" and stats is None:
-        raise ValueError("norm='band' needs whole-scan statistics (tilex.feather.measure_stats)")
-    lo_hi = stats.arrays() if stats is not None and engine.fusion.norm == "band" else None
-    h, w = engine.scan.shape
-    total, done = h * w, 0
-    sink.open(info)
-    writer = _Writer(sink, engine.pipeline.depth)
-    start = time.perf_counter()
-    try:
-        # closing: a failed write stops the readers now, not when the generator is collected
-        with contextlib.closing(blend(engine, overlap, unit=sink.write_unit)) as cores:
-            for core in cores:
-                writer.put(fuse_blended(core, engine, lo_hi))
-                done += core.tile.pixels
-                engine.progress("tiles", done, total)
-        writer.finish()
-    except BaseException:
-        writer.cancel()
-        sink.abort()
-        raise
-    engine.timings["tiles_s"] = time.perf_counter() - start
-    info.metadata.setdefault("timings", {}).update({k: round(v, 3) for k, v in engine.timings.items()})
-    sink.close()
-
-
-def measure_stats(engine: Engine, spec: StatsSpec, overlap: int) -> BandStats:
-    """:meth:`Engine.measure_stats <tilex.engine.Engine.measure_stats>` with ``overlap`` as the halo.
-
-    Each sampled block is read with ``overlap`` px of context (clipped at the
-    border) instead of the encoder radius: the context a feathered tile gives
-    its core. Approximate, like the mode: the ranges are of unblended ``d``.
-    """
-    if overlap < 1:
-        raise ValueError(f"feather overlap must be >= 1 px, got {overlap}")
-    return engine.measure_stats(spec, halo=overlap)
-
+    groups, extents = feather_order(engine.grid, overlap, unit)
+    merger = _Blended(engine.grid, overlap, groups, FusionSpec(norm="pixel"), None, engine.backend.download)
+    collect = _Collect()
+    engine.process(extents, merger, collect)  # type: ignore[arg-type]
+    return collect.items

@@ -1,0 +1,72 @@
+"""The exact merger: each tile's core fused on its own, as soon as it is encoded.
+
+Exactness: each tile is encoded over its core grown by the encoder's
+receptive-field radius (clipped at the scan border; see :mod:`tilex.grid`) and
+only its core is kept, so every core pixel equals the whole-image computation.
+Normalisation ranges come from the whole scan (:mod:`tilex.stats`), never from
+one tile, so neighbouring tiles agree and no seam appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from tilex import kernels
+from tilex.colour import luminance
+from tilex.device import Backend
+from tilex.errors import TileError
+from tilex.grid import Tile
+from tilex.plan import FusionSpec
+from tilex.sink import TileResult
+from tilex.stats import BandStats
+
+__all__ = ["FuseMerger", "normalisation_ranges"]
+
+
+def normalisation_ranges(backend: Backend, fusion: FusionSpec, stats: BandStats | None) -> tuple[Any, Any]:
+    """``(lo, hi)`` on the kernels' device for ``norm="band"``, ``(None, None)`` for ``"pixel"``."""
+    if not fusion.needs_statistics:
+        return None, None
+    if stats is None:
+        raise ValueError("norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)")
+    return tuple(backend.to_kernel(backend.upload(a)) for a in stats.arrays())  # type: ignore[return-value]
+
+
+class FuseMerger:
+    """Fuses every tile core into a :class:`~tilex.sink.TileResult` (see :mod:`tilex.kernels`)."""
+
+    def __init__(self, backend: Backend, fusion: FusionSpec, stats: BandStats | None) -> None:
+        self.backend = backend
+        self.fusion = fusion
+        self.lo, self.hi = normalisation_ranges(backend, fusion, stats)
+        self.done = 0
+
+    def add(self, tile: Tile, g: Any, b: Any, visible: np.ndarray) -> Iterator[TileResult]:
+        backend = self.backend
+        gray = backend.to_kernel(backend.upload(luminance(visible)))
+        try:
+            fused = kernels.fuse(
+                g, b, self.lo, self.hi,
+                norm=self.fusion.norm,
+                threshold=self.fusion.threshold,
+                keep_normalised=self.fusion.keep_normalised,
+            )  # fmt: skip
+            over = kernels.overlay(gray, fused.score)
+        except Exception as err:
+            raise TileError(f"{tile.describe()}: fusion failed: {err}", tile=tile) from err
+        get = backend.download
+        self.done += tile.pixels
+        yield TileResult(
+            region=tile.core,
+            winner=get(fused.winner),
+            score=get(fused.score),
+            collage=get(fused.collage),
+            overlay=get(over),
+            normalised=get(fused.normalised),
+        )
+
+    def finish(self) -> Iterator[TileResult]:
+        return iter(())
