@@ -141,8 +141,8 @@ def fuse(
 ) -> Fusion:
     """Fuse one tile: per pixel, the band that differs most from the visible image.
 
-    The contract (float32, bit-identical on every backend) is in
-    :mod:`tilex.kernels.reference`: ``d_i = sum_c |g_c - b_ic|``, normalised
+    The contract (float32; the oracle's bits on CPU, its winners and maps
+    within 1e-6 on GPU) is in :mod:`tilex.kernels.reference`: ``d_i = sum_c |g_c - b_ic|``, normalised
     per band (``(d - lo) / ((hi - lo) + 1e-8)``) or per pixel (by the min and
     max over bands), clamped to ``[0.1, 1]``, zeroed at or below
     ``threshold``, and the first band with the largest value wins.

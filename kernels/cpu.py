@@ -9,7 +9,8 @@ every band in a small scratch buffer, so each feature value comes from memory
 once while the inner loops stay simple enough for LLVM to vectorise. The float
 operations are the oracle's, in the oracle's order, and ``fastmath`` is off
 (see :mod:`tilex.kernels._numba`): results are bit-identical to
-:mod:`tilex.kernels.reference`.
+:mod:`tilex.kernels.reference` (``tests/test_kernels.py``,
+``test_numba_is_bit_identical_to_the_oracle``).
 """
 
 from __future__ import annotations

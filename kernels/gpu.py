@@ -8,8 +8,10 @@ The CUDA C lives in ``cuda/fusion.cu`` (package data). Kernels are named
 ``tilex_fusion_<op>``; the templated ones are instantiated for the channel
 count ``C`` of the call. A module is compiled lazily by NVRTC on first use and
 memoised per (device, C), with ``--fmad=false`` (and explicit ``__f*_rn``
-intrinsics in the source) so that no multiply-add is fused and the results
-match the NumPy oracle bit for bit.
+intrinsics in the source) so that no multiply-add is fused and every float
+operation rounds as the NumPy oracle's does. What is tested (``pytest -m gpu``,
+``tests/parity_cases.py``): winners, histograms and overlays equal the
+oracle's, float maps within 1e-6; bit-for-bit equality is the aim, not a test.
 
 Importing this module does not import CuPy or touch a GPU; CuPy is imported
 inside the functions, which only run for CuPy inputs.
@@ -33,7 +35,7 @@ BLOCK = 256
 """Threads per block (a multiple of 32: the histogram kernel uses full-warp intrinsics)."""
 
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
-"""No fast math, no FMA contraction: float results must equal the oracle's."""
+"""No fast math, no FMA contraction: each float operation rounds as the oracle's does."""
 
 SOURCE = "fusion.cu"
 _TEMPLATED = ("fuse", "dissimilarity", "histogram")

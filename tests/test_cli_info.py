@@ -345,9 +345,25 @@ def test_verbose_shows_traceback(folder):
     assert result.stderr.splitlines()[-1].startswith("tilex: error: ")
 
 
-def test_every_option_has_help():
-    from tilex.cli.info import command
+def _options(command, ctx):
+    """``(where, option)`` for every option of ``command`` and of its subcommands, --help included."""
+    import click
 
-    for param in command.params:
-        if param.param_type_name == "option":
-            assert param.help, param.name
+    for param in command.get_params(ctx):
+        if isinstance(param, click.Option):
+            yield ctx.command_path, param
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _options(sub, click.Context(sub, info_name=name, parent=ctx))
+
+
+def test_every_option_has_help():
+    """Every option of the ``tilex`` group and of each of its commands says what it does."""
+    import click
+
+    options = list(_options(main, click.Context(main, info_name="tilex")))
+    where = {path for path, _ in options}
+    assert where == {"tilex", *(f"tilex {name}" for name in main.commands)}
+    assert set(main.commands) >= {"demo", "synth", "run", "info", "preview", "export", "validate"}
+    assert ("tilex", "--version") in {(path, opt.opts[0]) for path, opt in options}
+    missing = [f"{path} {'/'.join(opt.opts)}" for path, opt in options if not (opt.help or "").strip()]
+    assert missing == [], f"options without help: {missing}"

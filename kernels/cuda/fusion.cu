@@ -7,8 +7,9 @@
 //
 // Every float operation is an explicit round-to-nearest intrinsic (__fadd_rn,
 // __fsub_rn, __fmul_rn, __fdiv_rn): these are never contracted into an FMA or
-// replaced by an approximate division, so the results are those of NumPy's
-// float32 arithmetic, bit for bit.
+// replaced by an approximate division, so each operation rounds as NumPy's
+// float32 arithmetic does. Tested (pytest -m gpu, tests/parity_cases.py):
+// winners, histograms and overlays equal the oracle's, float maps within 1e-6.
 //
 // The channel count C is a template parameter (gpu.py instantiates the one a
 // call needs), so the per-pixel features live in registers.

@@ -17,7 +17,9 @@ Parameter names are ArtExtract's (``conv.weight``, ``cnn.conv1.weight``,
 ``cnn.bn1.running_mean``...), so its ``state_dict`` files load as they are.
 The receptive-field radius is 1 + 1 + 2 + 1 = 5 px for a band and 6 px for
 the visible image (its extra 3x3 ``conv``); an encoder's ``radius`` is the
-halo a tile needs for results identical to the whole image's.
+halo a tile needs to see the input the whole image gives it, so its core
+matches the whole image's features up to float32 rounding (convolutions of
+another shape round differently: within 1e-6 in ``tests/test_encoder.py``).
 
 Default weights (designed, not trained)
 ---------------------------------------
