@@ -39,7 +39,7 @@ _TILE_HELP = (
 @click.option("--keep-dissimilarity", is_flag=True, default=None, help="Also write the per-band normalised maps (dissimilarity.ome.zarr).")
 @click.option("--ome-zarr-version", type=click.Choice(["0.5", "0.4"]), default=None, help="0.5 (the default: Zarr v3, sharded) or 0.4 (Zarr v2) for older tools.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output.")
-@click.option("--blend", type=click.Choice(BLEND_MODES), default=None, help="exact (the default): each tile read with the encoder's full halo, identical to one whole-image pass; feather: tiles overlap by --overlap px and are cross-faded, an approximation for encoders too wide for a halo.")
+@click.option("--blend", type=click.Choice(BLEND_MODES), default=None, help="exact (the default): each tile read with the encoder's full halo, the result of one whole-image pass (same winners; maps equal up to float32 rounding); feather: tiles overlap by --overlap px and are cross-faded, an approximation for encoders too wide for a halo.")
 @click.option("--overlap", type=int, default=None, metavar="PX", help="With --blend feather: px each tile extends past its core, at most half the tile.")
 @click.option("--resume", is_flag=True, default=None, help="Continue an interrupted run into OUT: only unfinished units are computed (same inputs and options required).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on an existing dask.distributed cluster, e.g. tcp://host:8786 (see docs/cluster.md).")

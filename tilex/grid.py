@@ -28,9 +28,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Region", "Tile", "TileGrid", "clamp_tile", "morton_order", "region_with_halo", "unit_of"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "DEFAULT_TILE",
+    "DEFAULT_UNIT",
+    "Region", "Tile", "TileGrid", "clamp_tile", "morton_order", "region_with_halo", "unit_of"]
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1, half-open
+
+DEFAULT_TILE = {"cpu": 512, "cuda": 2048}
+"""Tile core side when none is given: cache friendly on CPU, keeps a GPU busy."""
+
+DEFAULT_UNIT = 4096
+"""Write unit (the OME-Zarr shard side), px."""
+
+DEFAULT_CHUNK = 512
+"""Chunk side of the OME-Zarr output on every level, px."""
 
 
 @dataclass(frozen=True)

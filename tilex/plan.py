@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 from tilex.device import PRECISIONS, parse_device
 from tilex.errors import PlanError
+from tilex.grid import DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_UNIT
 from tilex.stats import StatsSpec
 
 __all__ = [
@@ -71,16 +72,8 @@ __all__ = [
 
 NORMS = ("band", "pixel")
 BLEND_MODES = ("exact", "feather")
-"""``exact``: halo = encoder radius, identical to the whole image; ``feather``: cross-faded overlaps."""
+"""``exact``: halo = encoder radius, the whole image's result (up to float32 rounding); ``feather``: cross-faded overlaps."""
 
-DEFAULT_TILE = {"cpu": 512, "cuda": 2048}
-"""Tile core side when none is given: cache friendly on CPU, keeps a GPU busy."""
-
-DEFAULT_UNIT = 4096
-"""Write unit (shard side) of the OME-Zarr output, px."""
-
-DEFAULT_CHUNK = 512
-"""Chunk side of the OME-Zarr output on every level, px."""
 
 
 # --------------------------------------------------------------------------- parse helpers
@@ -192,8 +185,8 @@ class TilingSpec:
     depth
         Tiles waiting in each queue between stages.
     blend, overlap
-        ``"exact"`` (each tile read with the encoder's radius as halo: equal
-        to one whole-image pass) or ``"feather"`` (tiles overlap by
+        ``"exact"`` (each tile read with the encoder's radius as halo: one
+        whole-image pass's result, up to float32 rounding) or ``"feather"`` (tiles overlap by
         ``overlap`` px, at most half the tile, and are cross-faded; see
         :mod:`tilex.engine.feather`).
     """
@@ -211,8 +204,10 @@ class TilingSpec:
             if readers < 1:
                 raise PlanError(f"readers must be a number of threads >= 1, got {readers}")
             object.__setattr__(self, "readers", readers)
-        if _integer(self.depth, "depth", "a queue depth >= 1") < 1:
-            raise PlanError(f"depth must be a queue depth >= 1, got {self.depth}")
+        depth = _integer(self.depth, "depth", "a queue depth >= 1")
+        if depth < 1:
+            raise PlanError(f"depth must be a queue depth >= 1, got {depth}")
+        object.__setattr__(self, "depth", depth)
         object.__setattr__(self, "blend", _choice(self.blend, "--blend", BLEND_MODES))
         if self.blend == "exact":
             if self.overlap is not None:

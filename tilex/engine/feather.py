@@ -1,8 +1,8 @@
 """Feathered blending: seamless (approximate) tiling for encoders too wide for a halo.
 
 The exact mode (:mod:`tilex.engine.fuse`) reads every tile with a halo equal to the
-encoder's receptive-field radius, so the tiled result *is* the whole-image
-result. An encoder whose field is hundreds of pixels wide makes that halo too
+encoder's receptive-field radius, so the tiled result is the whole-image
+result (up to float32 rounding). An encoder whose field is hundreds of pixels wide makes that halo too
 costly; cutting it short leaves visible steps at the tile borders, where each
 tile's zero padding shades its edge. The feathered mode trades exactness for
 continuity: tiles overlap, and their per-band dissimilarities are cross-faded

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tilex.errors import OutputError
+from tilex.grid import DEFAULT_CHUNK, DEFAULT_UNIT
 from tilex.pyramid import reduce_mean, reduce_mean_uint8, reduce_mode
 from tilex.sink import RunInfo, TileResult
 
@@ -161,8 +162,8 @@ class LayoutSpec:
     """
 
     version: Version = "0.5"
-    unit: int = 4096
-    chunk: int = 512
+    unit: int = DEFAULT_UNIT
+    chunk: int = DEFAULT_CHUNK
     compressor: Compression | None = Compression()  # noqa: RUF009 (frozen, immutable)
 
     def __post_init__(self) -> None:

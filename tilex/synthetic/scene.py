@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tilex.colour import LUMA
 from tilex.synthetic.noise import gauss_noise, mix32_int, value_noise
 from tilex.synthetic.params import (
     check_bands,
@@ -165,7 +166,7 @@ class _Model:
         spectra: every band sees about the luminance, nudged towards the colour
         channel nearest ``nm`` (blue in the UV, red in the infrared).
         """
-        lum = (0.299, 0.587, 0.114)
+        lum = LUMA
         anchors = [(450.0, (0.0, 0.0, 1.0)), (550.0, (0.0, 1.0, 0.0)), (620.0, (1.0, 0.0, 0.0))]
         if nm <= anchors[0][0]:
             chan = anchors[0][1]
