@@ -115,8 +115,13 @@ class RssSampler:
     process from outside without instrumenting it.
     """
 
-    def __init__(self, pid: int | None = None, interval: float = 0.02, children: bool = True,
-                 include_self: bool = True) -> None:
+    def __init__(
+        self,
+        pid: int | None = None,
+        interval: float = 0.02,
+        children: bool = True,
+        include_self: bool = True,
+    ) -> None:
         import psutil
 
         self.process = psutil.Process(pid or os.getpid())
@@ -264,18 +269,27 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None,
-                file: Any = None) -> None:
+def print_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    file: Any = None,
+) -> None:
     """Print ``rows`` under ``header`` in aligned columns (text left, numbers right)."""
     file = file or sys.stdout
     cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h))
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h))
+        for i, h in enumerate(header)
+    ]
     numeric = [all(_is_number(r[i]) for r in cells) if cells else False for i in range(len(header))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     if title:
         print(title, file=file)

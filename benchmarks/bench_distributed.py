@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--unit", type=int, default=1024, help="write unit / shard px")
     parser.add_argument("--chunk", type=int, default=256, help="chunk px")
     parser.add_argument("--workers", default="1,2", help="local worker counts to try")
-    parser.add_argument("--no-warm", action="store_true", help="skip the runs on an already started cluster")
+    parser.add_argument(
+        "--no-warm", action="store_true", help="skip the runs on an already started cluster"
+    )
     args = parser.parse_args()
 
     import tilex
@@ -56,8 +58,10 @@ def main() -> None:
     mpx = h * w / 1e6
     root = Path(tempfile.mkdtemp(prefix="tilex-bench-dist-"))
     print(f"device: {describe_device('cpu')}; cores available: {len(os.sched_getaffinity(0))}")
-    print(f"scan {h}x{w} ({mpx:.1f} Mpx), {args.bands} bands, tile {args.tile}, unit {args.unit}, "
-          f"chunk {args.chunk}; outputs in {root}")
+    print(
+        f"scan {h}x{w} ({mpx:.1f} Mpx), {args.bands} bands, tile {args.tile}, unit {args.unit}, "
+        f"chunk {args.chunk}; outputs in {root}"
+    )
     scan = tilex.synth(root / "scan", size=(h, w), bands=args.bands, seed=1)
     layout = {"tile": args.tile, "unit": args.unit, "chunk": args.chunk}
 
@@ -71,8 +75,16 @@ def main() -> None:
         t = report.timings
         phases = [t.get("stats_s", 0.0), t.get("tiles_s", 0.0), t.get("pyramid_s", 0.0)]
         work = sum(phases)
-        rows.append([name, f"{total:.1f}", f"{mpx / total:.3f}", f"{work:.1f}",
-                     f"{mpx / work:.3f}" if work else "-", *(f"{p:.1f}" for p in phases)])
+        rows.append(
+            [
+                name,
+                f"{total:.1f}",
+                f"{mpx / total:.3f}",
+                f"{work:.1f}",
+                f"{mpx / work:.3f}" if work else "-",
+                *(f"{p:.1f}" for p in phases),
+            ]
+        )
         outs[name] = out
         print(f"  {name}: {total:.1f} s", flush=True)
 
@@ -85,15 +97,35 @@ def main() -> None:
 
         warmup = tilex.synth(root / "warmup", size=(256, 256), bands=args.bands, seed=2)
         for n in counts:  # a running cluster whose workers already built the encoder
-            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
+            with (
+                LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
                 client.run(_set_torch_threads, max(1, len(os.sched_getaffinity(0)) // n))
-                tilex.run(warmup, root / f"warmup-{n}", device="cpu", scheduler=cluster.scheduler_address,
-                          **{**layout, "unit": 256, "chunk": 128, "tile": 256})
+                tilex.run(
+                    warmup,
+                    root / f"warmup-{n}",
+                    device="cpu",
+                    scheduler=cluster.scheduler_address,
+                    **{**layout, "unit": 256, "chunk": 128, "tile": 256},
+                )
                 timed(f"dask x{n} warm", scheduler=cluster.scheduler_address)
 
-    print_table(["run", "total s", "total Mpx/s", "work s", "work Mpx/s", "stats s", "level0 s",
-                 "pyramid s"], rows)
+    print_table(
+        [
+            "run",
+            "total s",
+            "total Mpx/s",
+            "work s",
+            "work Mpx/s",
+            "stats s",
+            "level0 s",
+            "pyramid s",
+        ],
+        rows,
+    )
     ref = open_output(outs["single"])
     for name, out in outs.items():
         other = open_output(out)
@@ -103,10 +135,12 @@ def main() -> None:
             for a, b in zip(ref[img].levels, other[img].levels, strict=True)
         )
         print(f"{name}: {'identical to' if same else 'DIFFERS from'} single")
-    print("(single: 'work' is statistics + fusing with the streamed pyramid (level0 column); dask: "
-          "statistics + level-0 units + pyramid stage. cold: tilex starts the cluster, whose workers "
-          "import torch and build the encoder inside the timed stages; warm: an already started "
-          "cluster that ran a small job first)")
+    print(
+        "(single: 'work' is statistics + fusing with the streamed pyramid (level0 column); dask: "
+        "statistics + level-0 units + pyramid stage. cold: tilex starts the cluster, whose workers "
+        "import torch and build the encoder inside the timed stages; warm: an already started "
+        "cluster that ran a small job first)"
+    )
 
 
 def _set_torch_threads(n: int) -> None:

@@ -68,6 +68,8 @@ print("BENCH_LAUNCHER " + json.dumps({
 # A run through the Python API (for a write unit other than the CLI's).
 API_CHILD = r"""
 import json, sys
+from tilex.device import tune_host_allocator
+tune_host_allocator()  # as `tilex run` does: the allocator is an explicit opt-in of the process
 from tilex.job import run
 from tilex.omezarr import OmeZarrSink
 manifest, out, device, tile, precision, unit = sys.argv[1:7]
@@ -78,21 +80,39 @@ print("BENCH_TILEX " + json.dumps({"timings": report.timings}), flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="4608x4608,9216x9216",
-                   help="two scan sizes HxW, the second normally 2x each side (default 4608x4608,9216x9216)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--sizes",
+        default="4608x4608,9216x9216",
+        help="two scan sizes HxW, the second normally 2x each side (default 4608x4608,9216x9216)",
+    )
     p.add_argument("--bands", type=int, default=8, help="number of bands (default 8)")
     p.add_argument("--tile", type=int, default=0, help="tile core in px (default: the engine's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default cpu)")
     p.add_argument("--precision", default="fp32", help="encoder precision (default fp32)")
-    p.add_argument("--unit", type=int, default=DEFAULT_UNIT,
-                   help=f"output write unit / shard side (default {DEFAULT_UNIT}; another value runs through the API)")
-    p.add_argument("--via", choices=["auto", "cli", "api"], default="auto",
-                   help="run `tilex run` (cli) or tilex.job.run in a child (api); auto: cli when it works")
-    p.add_argument("--out-dir", default=None, help="folder for scans and outputs (default: temporary)")
-    p.add_argument("--keep", action="store_true", help="keep scans and outputs (kept scans are reused)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per run (default 1800)")
+    p.add_argument(
+        "--unit",
+        type=int,
+        default=DEFAULT_UNIT,
+        help=f"output write unit / shard side (default {DEFAULT_UNIT}; another value runs through the API)",
+    )
+    p.add_argument(
+        "--via",
+        choices=["auto", "cli", "api"],
+        default="auto",
+        help="run `tilex run` (cli) or tilex.job.run in a child (api); auto: cli when it works",
+    )
+    p.add_argument(
+        "--out-dir", default=None, help="folder for scans and outputs (default: temporary)"
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep scans and outputs (kept scans are reused)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=1800, help="seconds allowed per run (default 1800)"
+    )
     args = p.parse_args(argv)
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     if len(args.sizes) < 2:
@@ -153,8 +173,12 @@ def _kill_tree(pid: int) -> None:
 
 def run_one(cmd: list[str], timeout: float) -> dict:
     """Run ``cmd`` under the launcher; its peak RSS two ways, wall time, output."""
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *cmd], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, *cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     sampler = RssSampler(proc.pid, children=True, include_self=False).start()
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -190,15 +214,20 @@ def main(argv: list[str] | None = None) -> int:
         if why_not_cli and args.unit == DEFAULT_UNIT:
             print(f"note: {why_not_cli}; running tilex.job.run in a child process instead")
     if via == "cli" and args.unit != DEFAULT_UNIT:
-        print(f"--unit {args.unit} needs the API (the CLI writes {DEFAULT_UNIT}-px shards)", file=sys.stderr)
+        print(
+            f"--unit {args.unit} needs the API (the CLI writes {DEFAULT_UNIT}-px shards)",
+            file=sys.stderr,
+        )
         return 2
     if via == "cli" and why_not_cli:
         print(f"--via cli: {why_not_cli}", file=sys.stderr)
         return 2
     device_name = describe_device(args.device)
-    print(f"tilex memory benchmark: sizes {', '.join(f'{h}x{w}' for h, w in args.sizes)}, {args.bands} bands, "
-          f"device {args.device} ({device_name}), write unit {args.unit} px, via {via}, "
-          f"statistics sample: default")
+    print(
+        f"tilex memory benchmark: sizes {', '.join(f'{h}x{w}' for h, w in args.sizes)}, {args.bands} bands, "
+        f"device {args.device} ({device_name}), write unit {args.unit} px, via {via}, "
+        f"statistics sample: default"
+    )
     for h, w in args.sizes:
         if min(h, w) <= args.unit:
             print(f"warning: {h}x{w} is not larger than one {args.unit}-px write unit on each side")
@@ -209,29 +238,58 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in args.sizes:
             manifest, synth_s = make_scan(root, size, args.bands)
-            print(f"scan {size[0]}x{size[1]}: " + (f"synthesised in {synth_s:.1f} s (not timed)" if synth_s
-                                                    else "reused"), flush=True)
+            print(
+                f"scan {size[0]}x{size[1]}: "
+                + (f"synthesised in {synth_s:.1f} s (not timed)" if synth_s else "reused"),
+                flush=True,
+            )
             out = root / f"out-{size[0]}x{size[1]}"
             if via == "cli":
-                cmd = [tilex_script(), "-q", "run", str(manifest), "-o", str(out), "--device", args.device,
-                       "--precision", args.precision, "--overwrite"]
+                cmd = [
+                    tilex_script(),
+                    "-q",
+                    "run",
+                    str(manifest),
+                    "-o",
+                    str(out),
+                    "--device",
+                    args.device,
+                    "--precision",
+                    args.precision,
+                    "--overwrite",
+                ]
                 if args.tile:
                     cmd += ["--tile", str(args.tile)]
             else:
                 if out.exists():
                     shutil.rmtree(out)
-                cmd = [sys.executable, "-c", API_CHILD, str(manifest), str(out), args.device,
-                       str(args.tile), args.precision, str(args.unit)]
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    API_CHILD,
+                    str(manifest),
+                    str(out),
+                    args.device,
+                    str(args.tile),
+                    args.precision,
+                    str(args.unit),
+                ]
             r = run_one(cmd, args.timeout)
             r["size"] = size
             r["sample"] = stats_sample_of(out)
             results.append(r)
             ok = r.get("rc") == 0
-            print(f"  rc {r.get('rc')}, wall {r.get('wall_s', float('nan')):.1f} s, "
-                  f"peak RSS {r.get('maxrss_kb', 0) / 1e3:.0f} MB (ru_maxrss), "
-                  f"{r['sampled_mb']:.0f} MB (sampled)", flush=True)
+            print(
+                f"  rc {r.get('rc')}, wall {r.get('wall_s', float('nan')):.1f} s, "
+                f"peak RSS {r.get('maxrss_kb', 0) / 1e3:.0f} MB (ru_maxrss), "
+                f"{r['sampled_mb']:.0f} MB (sampled)",
+                flush=True,
+            )
             if not ok:
-                print("  run failed; its output ends:\n    " + "\n    ".join(r["output"].splitlines()[-15:]))
+                print(
+                    "  run failed; its output ends:\n    "
+                    + "\n    ".join(r["output"].splitlines()[-15:])
+                )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -243,20 +301,35 @@ def main(argv: list[str] | None = None) -> int:
         h, w = r["size"]
         px = h * w
         total = r.get("timings", {}).get("total_s")
-        rows.append([
-            f"{h}x{w}", fmt(px / 1e6, 1), fmt(r["sample"], 2),
-            fmt(px / 1e6 / r["wall_s"], 3) if r.get("wall_s") else "-",
-            fmt(px / 1e6 / total, 3) if total else "-",
-            fmt(r.get("maxrss_kb", 0) / 1e3, 0) if "maxrss_kb" in r else "-",
-            fmt(r["sampled_mb"], 0), str(r.get("rc")),
-        ])
+        rows.append(
+            [
+                f"{h}x{w}",
+                fmt(px / 1e6, 1),
+                fmt(r["sample"], 2),
+                fmt(px / 1e6 / r["wall_s"], 3) if r.get("wall_s") else "-",
+                fmt(px / 1e6 / total, 3) if total else "-",
+                fmt(r.get("maxrss_kb", 0) / 1e3, 0) if "maxrss_kb" in r else "-",
+                fmt(r["sampled_mb"], 0),
+                str(r.get("rc")),
+            ]
+        )
     print()
     print_table(
-        ["scan", "Mpx", "stats sample", "Mpx/s (process wall)", "Mpx/s (tilex total_s)",
-         "peak RSS MB (ru_maxrss)", "peak RSS MB (sampled)", "rc"],
+        [
+            "scan",
+            "Mpx",
+            "stats sample",
+            "Mpx/s (process wall)",
+            "Mpx/s (tilex total_s)",
+            "peak RSS MB (ru_maxrss)",
+            "peak RSS MB (sampled)",
+            "rc",
+        ],
         rows,
-        title=(f"tilex end to end, one fresh process per scan: {args.bands} bands, device {args.device} "
-               f"({device_name}), write unit {args.unit} px, via {via}"),
+        title=(
+            f"tilex end to end, one fresh process per scan: {args.bands} bands, device {args.device} "
+            f"({device_name}), write unit {args.unit} px, via {via}"
+        ),
     )
     good = [r for r in results if r.get("rc") == 0 and "maxrss_kb" in r]
     if len(good) >= 2:
@@ -265,9 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio_s = large["sampled_mb"] / small["sampled_mb"]
         grow = (large["size"][0] * large["size"][1]) / (small["size"][0] * small["size"][1])
         verdict = "meets" if ratio <= GOAL else "BELOW"
-        print(f"peak RSS ratio {large['size'][0]}x{large['size'][1]} / {small['size'][0]}x{small['size'][1]} "
-              f"(scan {grow:.1f}x larger): {ratio:.3f} ru_maxrss, {ratio_s:.3f} sampled "
-              f"({verdict} the goal <= {GOAL:.2f})")
+        print(
+            f"peak RSS ratio {large['size'][0]}x{large['size'][1]} / {small['size'][0]}x{small['size'][1]} "
+            f"(scan {grow:.1f}x larger): {ratio:.3f} ru_maxrss, {ratio_s:.3f} sampled "
+            f"({verdict} the goal <= {GOAL:.2f})"
+        )
     else:
         print("peak RSS ratio: not available (a run failed)")
     return 0 if all(r.get("rc") == 0 for r in results) else 1

@@ -83,21 +83,49 @@ DEFAULTS = {  # sized so the whole suite takes a few minutes on each kind of mac
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default=None, help="scan HxW (default 1536x1536 on CPU, 8192x8192 on GPU)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--size", default=None, help="scan HxW (default 1536x1536 on CPU, 8192x8192 on GPU)"
+    )
     p.add_argument("--bands", type=int, default=8, help="number of bands (default 8)")
-    p.add_argument("--tile", type=int, default=None, help="tile core in px (default: the engine's, 512 CPU / 2048 GPU)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile core in px (default: the engine's, 512 CPU / 2048 GPU)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<i> (default auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
-                   help="precision of the engine, the reference encoder and the peers (default fp32)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd encoder variants (slow to compile)")
-    p.add_argument("--monai-crop", type=int, default=None,
-                   help="side of the top-left crop MONAI runs on; 0 = whole scan (default 1024 CPU, 0 GPU)")
-    p.add_argument("--out-dir", default=None, help="folder for the scan and outputs (default: a temporary folder)")
-    p.add_argument("--keep", action="store_true", help="keep the scan and outputs (a kept scan is reused)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "tf32", "bf16", "fp16"],
+        help="precision of the engine, the reference encoder and the peers (default fp32)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile'd encoder variants (slow to compile)",
+    )
+    p.add_argument(
+        "--monai-crop",
+        type=int,
+        default=None,
+        help="side of the top-left crop MONAI runs on; 0 = whole scan (default 1024 CPU, 0 GPU)",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="folder for the scan and outputs (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the scan and outputs (a kept scan is reused)"
+    )
     p.add_argument("--skip-peers", action="store_true", help="skip MONAI and dask")
-    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of sections: {','.join(SECTIONS)}")
+    p.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma list of sections: {','.join(SECTIONS)}"
+    )
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -121,8 +149,10 @@ def make_scan(work: Path, size: tuple[int, int], bands: int) -> Path:
     start = time.perf_counter()
     manifest = synth_scan(scan_dir, size, bands, overwrite=True)
     mb = sum(f.stat().st_size for f in scan_dir.iterdir()) / 1e6
-    print(f"synthesised {size[0]}x{size[1]} + {bands} bands in {time.perf_counter() - start:.1f} s "
-          f"({mb:.0f} MB on disk, not timed)")
+    print(
+        f"synthesised {size[0]}x{size[1]} + {bands} bands in {time.perf_counter() - start:.1f} s "
+        f"({mb:.0f} MB on disk, not timed)"
+    )
     return manifest
 
 
@@ -153,16 +183,21 @@ def engine_encoder(work: Path, backend: Any, tile: int, precision: str, bands: i
         run(tiny, None, device=backend.name, tile=tile, precision=precision, norm="pixel")
     finally:
         tilex.encoder.build_encoder = original
-    return {"precision": seen.get("precision", precision),
-            "channels_last": bool(seen.get("channels_last", False)),
-            "compile": bool(seen.get("compile", False))}
+    return {
+        "precision": seen.get("precision", precision),
+        "channels_last": bool(seen.get("channels_last", False)),
+        "compile": bool(seen.get("compile", False)),
+    }
 
 
-def encoder_variants(device: str, precision: str, compile_: bool,
-                     ref: tuple[str, bool, bool]) -> list[tuple[str, bool, bool]]:
+def encoder_variants(
+    device: str, precision: str, compile_: bool, ref: tuple[str, bool, bool]
+) -> list[tuple[str, bool, bool]]:
     """``(precision, channels_last, compile)``; the reference (the engine's) first."""
     if device.startswith("cuda"):
-        variants = [(p, cl, False) for p in ("fp32", "tf32", "bf16", "fp16") for cl in (False, True)]
+        variants = [
+            (p, cl, False) for p in ("fp32", "tf32", "bf16", "fp16") for cl in (False, True)
+        ]
         if compile_:
             variants += [("fp16", True, True), ("bf16", True, True)]
     else:
@@ -195,10 +230,11 @@ def preread(scan: Any, tiles: list, backend: Any, readers: int) -> tuple[list, l
     return inputs, gray
 
 
-def time_encoder(enc: Any, inputs: list, tiles: list, device: str, rss: RssSampler,
-                 warm_all: bool) -> tuple[Measure, list]:
+def time_encoder(
+    enc: Any, inputs: list, tiles: list, device: str, rss: RssSampler, warm_all: bool
+) -> tuple[Measure, list]:
     """One synchronised pass over all tiles; returns the measure and the raw outputs."""
-    for v, b in (inputs if warm_all else inputs[:1]):  # warm-up (cuDNN, compile per shape)
+    for v, b in inputs if warm_all else inputs[:1]:  # warm-up (cuDNN, compile per shape)
         enc.encode(v, b)
     outputs = []
     with Measure(device, rss) as m:
@@ -207,7 +243,9 @@ def time_encoder(enc: Any, inputs: list, tiles: list, device: str, rss: RssSampl
     return m, outputs
 
 
-def bench_encoder(args, backend, tiles, rss, rows, pixels, inputs, ref, save) -> tuple[Any, list | None]:
+def bench_encoder(
+    args, backend, tiles, rss, rows, pixels, inputs, ref, save
+) -> tuple[Any, list | None]:
     """Rows for each variant; returns the reference encoder and its cropped features."""
     from tilex.encoder import build_encoder
 
@@ -217,7 +255,9 @@ def bench_encoder(args, backend, tiles, rss, rows, pixels, inputs, ref, save) ->
         name = variant_name(precision, cl, comp)
         try:
             enc = build_encoder(device=device, precision=precision, channels_last=cl, compile=comp)
-            m, outputs = time_encoder(enc, inputs, tiles, device, rss, warm_all=comp or device != "cpu")
+            m, outputs = time_encoder(
+                enc, inputs, tiles, device, rss, warm_all=comp or device != "cpu"
+            )
         except Exception as err:  # a variant the device or this torch cannot run: report, go on
             print(f"   {name}: skipped ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
             continue
@@ -226,7 +266,9 @@ def bench_encoder(args, backend, tiles, rss, rows, pixels, inputs, ref, save) ->
         print(f"   {name:<44} {rows[-1].mpx_s:8.3f} Mpx/s  ({m.seconds:.2f} s)", flush=True)
         if ref_enc is None:
             ref_enc = enc
-            ref_feats = [crop_features(backend, t, g, b) for t, (g, b) in zip(tiles, outputs, strict=True)]
+            ref_feats = [
+                crop_features(backend, t, g, b) for t, (g, b) in zip(tiles, outputs, strict=True)
+            ]
         del outputs
         save()
     return ref_enc, ref_feats
@@ -278,15 +320,18 @@ def bench_fuse(feats, gray, tiles, stats, backend, rss) -> tuple[Measure, dict]:
 
     lo, hi = (backend.to_kernel(backend.upload(a)) for a in stats.arrays())
     g0, b0 = feats[0]
-    kernels.overlay(gray[0][:16, :16], kernels.fuse(g0[:, :16, :16], b0[..., :16, :16], lo, hi).score)  # JIT
+    kernels.overlay(
+        gray[0][:16, :16], kernels.fuse(g0[:, :16, :16], b0[..., :16, :16], lo, hi).score
+    )  # JIT
     get = backend.download
     results = {}
     with Measure(backend.name, rss) as m:
         for t, (g, b), gr in zip(tiles, feats, gray, strict=True):
             fused = kernels.fuse(g, b, lo, hi, norm="band", threshold=0.5)
             over = kernels.overlay(gr, fused.score)
-            results[t.core] = TileResult(t.core, get(fused.winner), get(fused.score),
-                                         get(fused.collage), get(over), None)
+            results[t.core] = TileResult(
+                t.core, get(fused.winner), get(fused.score), get(fused.collage), get(over), None
+            )
     return m, results
 
 
@@ -294,9 +339,14 @@ def bench_write(path: Path, scan, enc, results: dict, grid, device: str, rss) ->
     from tilex.omezarr import OmeZarrSink
     from tilex.sink import RunInfo
 
-    info = RunInfo(shape=tuple(scan.shape), band_names=tuple(scan.band_names),
-                   wavelengths=tuple(scan.wavelengths), channels=enc.channels,
-                   pixel_size_um=scan.pixel_size_um, provenance={"benchmark": "write stage alone"})
+    info = RunInfo(
+        shape=tuple(scan.shape),
+        band_names=tuple(scan.band_names),
+        wavelengths=tuple(scan.wavelengths),
+        channels=enc.channels,
+        pixel_size_um=scan.pixel_size_um,
+        provenance={"benchmark": "write stage alone"},
+    )
     sink = OmeZarrSink(path, overwrite=True)
     order = list(grid.tiles(sink.write_unit))
     with Measure(device, rss) as m:
@@ -311,13 +361,29 @@ def bench_write(path: Path, scan, enc, results: dict, grid, device: str, rss) ->
 # 3. end to end
 
 
-def bench_e2e(manifest, out: Path, backend, tile: int, precision: str, norm: str, rss,
-              stats_sample: float | None = None) -> tuple[Measure, dict]:
+def bench_e2e(
+    manifest,
+    out: Path,
+    backend,
+    tile: int,
+    precision: str,
+    norm: str,
+    rss,
+    stats_sample: float | None = None,
+) -> tuple[Measure, dict]:
     from tilex.job import run
 
     with Measure(backend.name, rss) as m:
-        report = run(manifest, out, device=backend.name, tile=tile, precision=precision,
-                     norm=norm, stats_sample=stats_sample, overwrite=True)
+        report = run(
+            manifest,
+            out,
+            device=backend.name,
+            tile=tile,
+            precision=precision,
+            norm=norm,
+            stats_sample=stats_sample,
+            overwrite=True,
+        )
     return m, report.timings
 
 
@@ -325,9 +391,14 @@ def e2e_cases(shape: tuple[int, int]) -> list[tuple[str, str, float | None]]:
     """``(row name, norm, stats_sample)``: the defaults, and the large-scan sample on a small scan."""
     from tilex.stats import AUTO_FRACTION, StatsSpec
 
-    cases = [("tilex end to end, norm band", "band", None), ("tilex end to end, norm pixel", "pixel", None)]
+    cases = [
+        ("tilex end to end, norm band", "band", None),
+        ("tilex end to end, norm pixel", "pixel", None),
+    ]
     if StatsSpec().fraction_for(shape) == 1.0:  # small scan: the default measures every pixel
-        cases.append((f"tilex end to end, norm band, stats sample {AUTO_FRACTION:g}", "band", AUTO_FRACTION))
+        cases.append(
+            (f"tilex end to end, norm band, stats sample {AUTO_FRACTION:g}", "band", AUTO_FRACTION)
+        )
     return cases
 
 
@@ -341,7 +412,9 @@ def bench_monai(scan, enc, backend, tile: int, crop: int, rss) -> tuple[Measure,
 
     h, w = scan.shape
     ch, cw = (min(crop, h), min(crop, w)) if crop else (h, w)
-    image = backend.upload(read_whole(scan, ch, cw, tile, readers_default()))[None]  # [1, 3+N, H, W]
+    image = backend.upload(read_whole(scan, ch, cw, tile, readers_default()))[
+        None
+    ]  # [1, 3+N, H, W]
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         out = []
@@ -351,8 +424,9 @@ def bench_monai(scan, enc, backend, tile: int, crop: int, rss) -> tuple[Measure,
         return torch.stack(out)  # [B, C * (1 + N), h, w]
 
     with Measure(backend.name, rss) as m, torch.inference_mode():
-        features = sliding_window_inference(image, roi_size=(tile, tile), sw_batch_size=1,
-                                            predictor=predictor, overlap=0.25)
+        features = sliding_window_inference(
+            image, roi_size=(tile, tile), sw_batch_size=1, predictor=predictor, overlap=0.25
+        )
     assert features.shape[-2:] == (ch, cw)
     label = "whole scan" if (ch, cw) == (h, w) else f"top-left crop {ch}x{cw}"
     return m, ch * cw, label
@@ -400,8 +474,14 @@ def bench_dask(scan, enc, backend, tile: int, path: Path, rss) -> tuple[Measure,
     workers = os.cpu_count() or 1
     if backend.is_cuda:
         workers = min(workers, 4)  # each thread holds a tile's activations on the GPU
-    x = da.from_array(ScanArray(scan), chunks=(3 + scan.n_bands, tile, tile), asarray=False,
-                      lock=False, fancy=False, meta=np.empty((0, 0, 0), np.float32))
+    x = da.from_array(
+        ScanArray(scan),
+        chunks=(3 + scan.n_bands, tile, tile),
+        asarray=False,
+        lock=False,
+        fancy=False,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
 
     def score(block: np.ndarray) -> np.ndarray:
         g, b = enc.encode(backend.upload(block[:3]), backend.upload(block[3:]))
@@ -409,8 +489,14 @@ def bench_dask(scan, enc, backend, tile: int, path: Path, rss) -> tuple[Measure,
         return backend.download(fused.score)
 
     r = enc.radius
-    y = x.map_overlap(score, depth=(0, r, r), boundary="none", drop_axis=0, dtype=np.float32,
-                      meta=np.empty((0, 0), np.float32))
+    y = x.map_overlap(
+        score,
+        depth=(0, r, r),
+        boundary="none",
+        drop_axis=0,
+        dtype=np.float32,
+        meta=np.empty((0, 0), np.float32),
+    )
     with Measure(backend.name, rss) as m, dask.config.set(scheduler="threads", num_workers=workers):
         y.to_zarr(str(path), overwrite=True)
     return m, f"threads={workers}, zarr default codec"
@@ -444,10 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     pixels = size[0] * size[1]
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
 
-    print(f"tilex pipeline benchmark: {size[0]}x{size[1]} scan, {args.bands} bands, tile {tile}, "
-          f"device {backend.name} ({device_name}), precision {args.precision}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), readers {readers}, "
-          f"load average {load}")
+    print(
+        f"tilex pipeline benchmark: {size[0]}x{size[1]} scan, {args.bands} bands, tile {tile}, "
+        f"device {backend.name} ({device_name}), precision {args.precision}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), readers {readers}, "
+        f"load average {load}"
+    )
     if args.out_dir:
         base = Path(args.out_dir)
         base.mkdir(parents=True, exist_ok=True)
@@ -461,12 +549,33 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:  # after every section, so a run cut short still leaves its rows
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "device": device_name, "size": size, "bands": args.bands, "tile": tile,
-                "precision": args.precision, "e2e_timings": e2e_timings,
-                "rows": [dict(name=r.name, mpx_s=r.mpx_s, seconds=r.seconds, pixels=r.pixels,
-                              rss_mb=r.rss_mb, gpu_mb=r.gpu_mb, note=r.note) for r in rows],
-            }, indent=2, default=str) + "\n")
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "device": device_name,
+                        "size": size,
+                        "bands": args.bands,
+                        "tile": tile,
+                        "precision": args.precision,
+                        "e2e_timings": e2e_timings,
+                        "rows": [
+                            dict(
+                                name=r.name,
+                                mpx_s=r.mpx_s,
+                                seconds=r.seconds,
+                                pixels=r.pixels,
+                                rss_mb=r.rss_mb,
+                                gpu_mb=r.gpu_mb,
+                                note=r.note,
+                            )
+                            for r in rows
+                        ],
+                    },
+                    indent=2,
+                    default=str,
+                )
+                + "\n"
+            )
 
     rss = RssSampler().start()
     try:
@@ -485,27 +594,42 @@ def main(argv: list[str] | None = None) -> int:
 
         if "encoder" in args.only:
             with section("1. encoder-only ceiling (inputs pre-read on the device)"):
-                enc, feats = bench_encoder(args, backend, tiles, rss, rows, pixels, inputs, ref, save)
+                enc, feats = bench_encoder(
+                    args, backend, tiles, rss, rows, pixels, inputs, ref, save
+                )
                 ref_enc = enc or ref_enc
         if "stages" in args.only and feats is None:  # the reference's features, untimed
-            feats = [crop_features(backend, t, *ref_enc.encode(v, b)) for t, (v, b) in zip(tiles, inputs, strict=True)]
+            feats = [
+                crop_features(backend, t, *ref_enc.encode(v, b))
+                for t, (v, b) in zip(tiles, inputs, strict=True)
+            ]
         inputs = None
 
         if "stages" in args.only:
             with section("2. each stage alone"):
                 m = bench_read(scan, tiles, readers, TilingSpec().depth, backend.name, rss)
-                rows.append(Row.of("read (Scan.read_region, reader pool)", pixels, m, f"{readers} threads"))
+                rows.append(
+                    Row.of("read (Scan.read_region, reader pool)", pixels, m, f"{readers} threads")
+                )
                 print(f"   read   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
                 m, stats, st = bench_stats(scan, ref_enc, backend, tile, readers, rss)
-                rows.append(Row.of("statistics pass (measure_stats)", pixels, m,
-                                   f"sample {st['sample']:g}; encode {st.get('stats_encode_s', 0):.1f} s, "
-                                   f"read wait {st.get('stats_read_wait_s', 0):.1f} s"))
+                rows.append(
+                    Row.of(
+                        "statistics pass (measure_stats)",
+                        pixels,
+                        m,
+                        f"sample {st['sample']:g}; encode {st.get('stats_encode_s', 0):.1f} s, "
+                        f"read wait {st.get('stats_read_wait_s', 0):.1f} s",
+                    )
+                )
                 print(f"   stats  {rows[-1].mpx_s:8.3f} Mpx/s  ({rows[-1].note})", flush=True)
                 m, results = bench_fuse(feats, gray, tiles, stats, backend, rss)
                 feats = gray = None
                 rows.append(Row.of("fuse + overlay + download", pixels, m, "norm band"))
                 print(f"   fuse   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
-                m = bench_write(work / "write_only", scan, ref_enc, results, grid, backend.name, rss)
+                m = bench_write(
+                    work / "write_only", scan, ref_enc, results, grid, backend.name, rss
+                )
                 results = None
                 rows.append(Row.of("write (OmeZarrSink, unit order)", pixels, m))
                 print(f"   write  {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
@@ -515,11 +639,25 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in args.only:
             with section("3. end to end (tilex.job.run -> OME-Zarr on disk)"):
                 for i, (name, norm, sample) in enumerate(e2e_cases(size)):
-                    m, timings = bench_e2e(manifest, work / f"e2e_{i}", backend, tile,
-                                           args.precision, norm, rss, sample)
+                    m, timings = bench_e2e(
+                        manifest,
+                        work / f"e2e_{i}",
+                        backend,
+                        tile,
+                        args.precision,
+                        norm,
+                        rss,
+                        sample,
+                    )
                     e2e_timings[name] = timings
-                    note = ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in timings.items()
-                                     if k.endswith("_s")) + " s"
+                    note = (
+                        ", ".join(
+                            f"{k.removesuffix('_s')} {v:.1f}"
+                            for k, v in timings.items()
+                            if k.endswith("_s")
+                        )
+                        + " s"
+                    )
                     rows.append(Row.of(name, pixels, m, note))
                     print(f"   {name:<50} {rows[-1].mpx_s:8.3f} Mpx/s  ({note})", flush=True)
                     save()
@@ -541,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_peers(scan, enc, backend, tile: int, crop: int, work: Path, rss, rows: list, pixels: int) -> None:
+def run_peers(
+    scan, enc, backend, tile: int, crop: int, work: Path, rss, rows: list, pixels: int
+) -> None:
     """MONAI and dask, each skipped with a message when absent, reported when failing."""
     try:
         import monai  # noqa: F401
@@ -550,8 +690,14 @@ def run_peers(scan, enc, backend, tile: int, crop: int, work: Path, rss, rows: l
     else:
         try:
             m, px, label = bench_monai(scan, enc, backend, tile, crop, rss)
-            rows.append(Row.of(f"MONAI sliding_window_inference ({label})", px, m,
-                               "overlap 0.25, roi = tile, encoder only, in memory"))
+            rows.append(
+                Row.of(
+                    f"MONAI sliding_window_inference ({label})",
+                    px,
+                    m,
+                    "overlap 0.25, roi = tile, encoder only, in memory",
+                )
+            )
             print(f"   MONAI  {rows[-1].mpx_s:8.3f} Mpx/s ({label})", flush=True)
         except Exception as err:  # a peer failing must not cost the other rows
             print(f"   MONAI: failed ({type(err).__name__}: {err})")
@@ -579,8 +725,10 @@ def report(rows: list[Row], backend, device_name: str, size, args, tile: int) ->
     if ref is not None:
         best = max((r for r in rows if r.name.startswith("encoder")), key=lambda r: r.mpx_s)
         if best is not ref:
-            print(f"best encoder variant: {best.name} at {best.mpx_s:.3f} Mpx/s, "
-                  f"{best.mpx_s / ref.mpx_s:.2f}x the engine's ({ref.name})")
+            print(
+                f"best encoder variant: {best.name} at {best.mpx_s:.3f} Mpx/s, "
+                f"{best.mpx_s / ref.mpx_s:.2f}x the engine's ({ref.name})"
+            )
     stage_rows = [r for r in rows if r.name.split()[0] in ("read", "statistics", "fuse", "write")]
     if stage_rows:
         cand = stage_rows + ([ref] if ref else [])
@@ -591,7 +739,9 @@ def report(rows: list[Row], backend, device_name: str, size, args, tile: int) ->
             eff = r.mpx_s / ref.mpx_s
             verdict = "meets" if eff >= GOAL[kind] else "BELOW"
             what = r.name.removeprefix("tilex end to end, ")
-            print(f"EFFICIENCY {what}: e2e / encoder-only = {eff:.2f} ({verdict} the goal {GOAL[kind]:.2f})")
+            print(
+                f"EFFICIENCY {what}: e2e / encoder-only = {eff:.2f} ({verdict} the goal {GOAL[kind]:.2f})"
+            )
     peers = [r for r in rows if r.name.startswith(("MONAI", "dask"))]
     for peer in peers:
         parts = []
@@ -609,17 +759,26 @@ def report(rows: list[Row], backend, device_name: str, size, args, tile: int) ->
     header += ["device", "note"]
     table = []
     for r in rows:
-        line = [r.name, fmt(r.mpx_s, 3), fmt(r.mpx_s / ref.mpx_s if ref else None),
-                fmt(r.rss_mb, 0)]
+        line = [
+            r.name,
+            fmt(r.mpx_s, 3),
+            fmt(r.mpx_s / ref.mpx_s if ref else None),
+            fmt(r.rss_mb, 0),
+        ]
         if backend.is_cuda:
             line.append(fmt(r.gpu_mb, 0))
         line += [device_name, r.note]
         table.append(line)
     print()
-    print_table(header, table, title=(
-        f"tilex pipeline: {size[0]}x{size[1]} scan ({size[0] * size[1] / 1e6:.1f} Mpx), {args.bands} bands, "
-        f"tile {tile}, {args.precision}, device {backend.name}; Mpx/s = scan pixels per second; "
-        f"peak RSS = this process during the row"))
+    print_table(
+        header,
+        table,
+        title=(
+            f"tilex pipeline: {size[0]}x{size[1]} scan ({size[0] * size[1] / 1e6:.1f} Mpx), {args.bands} bands, "
+            f"tile {tile}, {args.precision}, device {backend.name}; Mpx/s = scan pixels per second; "
+            f"peak RSS = this process during the row"
+        ),
+    )
     if math.isnan(sum(r.mpx_s for r in rows)):
         print("(rows with '-' did not run)")
 

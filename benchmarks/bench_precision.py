@@ -41,18 +41,32 @@ def main() -> None:
         results = {}
         for precision in precisions:
             start = time.perf_counter()
-            report = tilex.run(manifest, None, device=args.device, precision=precision,
-                               tile=args.tile, stats_sample=1.0)
+            report = tilex.run(
+                manifest,
+                None,
+                device=args.device,
+                precision=precision,
+                tile=args.tile,
+                stats_sample=1.0,
+            )
             results[precision] = (report.sink, time.perf_counter() - start)
     ref = results["fp32"][0]
-    print(f"## precision vs fp32: synth {size[0]}x{size[1]}, {args.bands} bands, device {args.device}")
-    print(f"{'precision':>9} {'winner agree':>13} {'max |score diff|':>17} {'AUC':>7} {'seconds':>8}")
+    print(
+        f"## precision vs fp32: synth {size[0]}x{size[1]}, {args.bands} bands, device {args.device}"
+    )
+    print(
+        f"{'precision':>9} {'winner agree':>13} {'max |score diff|':>17} {'AUC':>7} {'seconds':>8}"
+    )
     for precision, (sink, seconds) in results.items():
         agree = 100 * np.mean(sink.winner == ref.winner)
-        both = (sink.winner == ref.winner)
+        both = sink.winner == ref.winner
         diff = float(np.max(np.abs(sink.score - ref.score)[both])) if both.any() else float("nan")
-        print(f"{precision:>9} {agree:>12.3f}% {diff:>17.2e} {roc_auc(sink.score, mask):>7.4f} {seconds:>8.1f}")
-    print("score difference taken where the winners agree; statistics measured on every pixel per precision")
+        print(
+            f"{precision:>9} {agree:>12.3f}% {diff:>17.2e} {roc_auc(sink.score, mask):>7.4f} {seconds:>8.1f}"
+        )
+    print(
+        "score difference taken where the winners agree; statistics measured on every pixel per precision"
+    )
 
 
 if __name__ == "__main__":

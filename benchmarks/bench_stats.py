@@ -79,13 +79,19 @@ def main() -> None:
     ref = kernels.fuse(g, b, lo_f.astype(np.float32), hi_f.astype(np.float32))
     overhead = ((args.block + 2 * halo) / args.block) ** 2
 
-    print(f"## --stats-sample error: synth {size[0]}x{size[1]}, {args.bands} bands, clip {args.clip}, "
-          f"blocks {args.block} px; features: {args.features} "
-          f"({size[0] * size[1] / 1e6 / encode_s:.2f} Mpx/s on CPU)")
-    print(f"{'F':>6} {'blocks':>7} {'max rel err lo':>15} {'max rel err hi':>15} "
-          f"{'winner changed':>15} {'AUC':>7} {'pass cost':>10}")
-    print(f"{'1':>6} {'all':>7} {0:>15.4f} {0:>15.4f} {0:>14.4f}% {roc_auc(ref.score, mask):>7.4f} "
-          f"{overhead:>9.2f}x")
+    print(
+        f"## --stats-sample error: synth {size[0]}x{size[1]}, {args.bands} bands, clip {args.clip}, "
+        f"blocks {args.block} px; features: {args.features} "
+        f"({size[0] * size[1] / 1e6 / encode_s:.2f} Mpx/s on CPU)"
+    )
+    print(
+        f"{'F':>6} {'blocks':>7} {'max rel err lo':>15} {'max rel err hi':>15} "
+        f"{'winner changed':>15} {'AUC':>7} {'pass cost':>10}"
+    )
+    print(
+        f"{'1':>6} {'all':>7} {0:>15.4f} {0:>15.4f} {0:>14.4f}% {roc_auc(ref.score, mask):>7.4f} "
+        f"{overhead:>9.2f}x"
+    )
     for f in (float(v) for v in args.fractions.split(",")):
         regions = sample_regions(size, f, args.block)
         part = histogram(g, b, regions)
@@ -95,10 +101,14 @@ def main() -> None:
         err_lo = np.max(np.abs(lo - lo_f) / np.maximum(np.abs(hi_f - lo_f), 1e-12))
         err_hi = np.max(np.abs(hi - hi_f) / np.maximum(np.abs(hi_f - lo_f), 1e-12))
         changed = 100 * np.mean(fused.winner != ref.winner)
-        print(f"{f:>6g} {len(regions):>7} {err_lo:>15.4f} {err_hi:>15.4f} {changed:>14.4f}% "
-              f"{roc_auc(fused.score, mask):>7.4f} {f * overhead:>9.3f}x")
-    print("errors are relative to the full range hi - lo; 'pass cost' = encoder work of the "
-          "statistics pass / encoder work of the main pass")
+        print(
+            f"{f:>6g} {len(regions):>7} {err_lo:>15.4f} {err_hi:>15.4f} {changed:>14.4f}% "
+            f"{roc_auc(fused.score, mask):>7.4f} {f * overhead:>9.3f}x"
+        )
+    print(
+        "errors are relative to the full range hi - lo; 'pass cost' = encoder work of the "
+        "statistics pass / encoder work of the main pass"
+    )
 
 
 if __name__ == "__main__":

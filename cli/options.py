@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from tilex.scan import Scan
 
 __all__ = [
-    "QUIET_HELP", "VERBOSE_HELP", "scan_from_options", "scan_options", "set_verbosity",
+    "QUIET_HELP",
+    "VERBOSE_HELP",
+    "scan_from_options",
+    "scan_options",
+    "set_verbosity",
     "verbosity_options",
 ]
 
@@ -72,13 +76,25 @@ def verbosity_options(command: click.Command) -> click.Command:
     >>> [p.name for p in command.params]
     ['verbose', 'quiet']
     """
-    if any(p.name == "verbose" for p in command.params):  # registered twice (a module imported again)
+    if any(
+        p.name == "verbose" for p in command.params
+    ):  # registered twice (a module imported again)
         return command
     command.params += [
-        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_add_verbosity,
-                     help=VERBOSE_HELP),
-        click.Option(["-q", "--quiet"], count=True, expose_value=False, callback=_add_verbosity,
-                     help=QUIET_HELP),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_add_verbosity,
+            help=VERBOSE_HELP,
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            count=True,
+            expose_value=False,
+            callback=_add_verbosity,
+            help=QUIET_HELP,
+        ),
     ]
     return command
 

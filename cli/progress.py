@@ -49,8 +49,14 @@ def progress_bars(enabled: bool | None = None) -> Iterator:
             for other in bars.values():
                 other.close()
             bar = bars[stage] = tqdm(
-                total=total, desc=_LABELS.get(stage, stage), unit="px", unit_scale=True,
-                bar_format=_FORMAT, dynamic_ncols=True, file=sys.stderr, leave=True,
+                total=total,
+                desc=_LABELS.get(stage, stage),
+                unit="px",
+                unit_scale=True,
+                bar_format=_FORMAT,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                leave=True,
             )
         bar.update(done - bar.n)
 

@@ -26,26 +26,118 @@ _TILE_HELP = (
 
 @click.command("run")
 @scan_options
-@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output folder (OME-Zarr collage, score, overlay, tilex.json).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(),
+    help="Output folder (OME-Zarr collage, score, overlay, tilex.json).",
+)
 @click.option("--tile", type=int, default=None, help=_TILE_HELP)
-@click.option("--norm", type=click.Choice(NORMS), default=None, help="Normalise each band over the whole scan (band, the default) or across bands at each pixel (pixel).")
-@click.option("--threshold", type=float, default=None, help="Normalised dissimilarity at or below which a band does not count, in [0, 1] (default 0.5).")
-@click.option("--clip", default=None, metavar="LO,HI", help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (default 1,99; 0,100 = min/max).")
-@click.option("--stats-sample", type=float, default=None, help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 squares of 64 px; 1 = every pixel).")
-@click.option("--stats-from", type=click.Path(exists=True), default=None, help="Reuse the statistics of an earlier output, so a series is normalised alike.")
-@click.option("--device", default=None, help="auto (the default: a GPU when torch and CuPy see one), cpu, cuda or cuda:<index>.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Encoder precision: fp32 (the default), bf16, or on CUDA tf32 and fp16.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Encoder weights (.safetensors or an ArtExtract .pt state dict).")
-@click.option("--keep-dissimilarity", is_flag=True, default=None, help="Also write the per-band normalised maps (dissimilarity.ome.zarr).")
-@click.option("--ome-zarr-version", type=click.Choice(["0.5", "0.4"]), default=None, help="0.5 (the default: Zarr v3, sharded) or 0.4 (Zarr v2) for older tools.")
+@click.option(
+    "--norm",
+    type=click.Choice(NORMS),
+    default=None,
+    help="Normalise each band over the whole scan (band, the default) or across bands at each pixel (pixel).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Normalised dissimilarity at or below which a band does not count, in [0, 1] (default 0.5).",
+)
+@click.option(
+    "--clip",
+    default=None,
+    metavar="LO,HI",
+    help="Percentiles LO,HI of each band's dissimilarity mapped to 0 and 1 (default 1,99; 0,100 = min/max).",
+)
+@click.option(
+    "--stats-sample",
+    type=float,
+    default=None,
+    help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 squares of 64 px; 1 = every pixel).",
+)
+@click.option(
+    "--stats-from",
+    type=click.Path(exists=True),
+    default=None,
+    help="Reuse the statistics of an earlier output, so a series is normalised alike.",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="auto (the default: a GPU when torch and CuPy see one), cpu, cuda or cuda:<index>.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Encoder precision: fp32 (the default), bf16, or on CUDA tf32 and fp16.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Encoder weights (.safetensors or an ArtExtract .pt state dict).",
+)
+@click.option(
+    "--keep-dissimilarity",
+    is_flag=True,
+    default=None,
+    help="Also write the per-band normalised maps (dissimilarity.ome.zarr).",
+)
+@click.option(
+    "--ome-zarr-version",
+    type=click.Choice(["0.5", "0.4"]),
+    default=None,
+    help="0.5 (the default: Zarr v3, sharded) or 0.4 (Zarr v2) for older tools.",
+)
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output.")
-@click.option("--blend", type=click.Choice(BLEND_MODES), default=None, help="exact (the default): each tile read with the encoder's full halo, the result of one whole-image pass (same winners; maps equal up to float32 rounding); feather: tiles overlap by --overlap px and are cross-faded, an approximation for encoders too wide for a halo.")
-@click.option("--overlap", type=int, default=None, metavar="PX", help="With --blend feather: px each tile extends past its core, at most half the tile.")
-@click.option("--resume", is_flag=True, default=None, help="Continue an interrupted run into OUT: only unfinished units are computed (same inputs and options required).")
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on an existing dask.distributed cluster, e.g. tcp://host:8786 (see docs/cluster.md).")
-@click.option("--workers", default=None, metavar="N|gpus", help="Run on N local worker processes, or one per GPU with dask-cuda ('gpus').")
-@click.option("--unit", type=int, default=None, help=f"Write unit and shard side in px, a multiple of --chunk (default {DEFAULT_UNIT}).")
-@click.option("--chunk", type=int, default=None, help=f"Chunk side in px on every pyramid level, a multiple of 16 (default {DEFAULT_CHUNK}).")
+@click.option(
+    "--blend",
+    type=click.Choice(BLEND_MODES),
+    default=None,
+    help="exact (the default): each tile read with the encoder's full halo, the result of one whole-image pass (same winners; maps equal up to float32 rounding); feather: tiles overlap by --overlap px and are cross-faded, an approximation for encoders too wide for a halo.",
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    metavar="PX",
+    help="With --blend feather: px each tile extends past its core, at most half the tile.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=None,
+    help="Continue an interrupted run into OUT: only unfinished units are computed (same inputs and options required).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on an existing dask.distributed cluster, e.g. tcp://host:8786 (see docs/cluster.md).",
+)
+@click.option(
+    "--workers",
+    default=None,
+    metavar="N|gpus",
+    help="Run on N local worker processes, or one per GPU with dask-cuda ('gpus').",
+)
+@click.option(
+    "--unit",
+    type=int,
+    default=None,
+    help=f"Write unit and shard side in px, a multiple of --chunk (default {DEFAULT_UNIT}).",
+)
+@click.option(
+    "--chunk",
+    type=int,
+    default=None,
+    help=f"Chunk side in px on every pyramid level, a multiple of 16 (default {DEFAULT_CHUNK}).",
+)
 def command(scan, visible, band, input_range, out, **options) -> None:
     """Fuse SCAN (scan.json, its folder, or a multi-channel OME-TIFF/OME-Zarr) into OUT."""
     import tilex

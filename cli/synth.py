@@ -34,19 +34,54 @@ def _human(nbytes: int) -> str:
 
 @click.command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--size", default="2048x2048", show_default=True, callback=_size,
-              help="Scan size HxW, or N for N x N; any size streams with bounded memory.")
-@click.option("--bands", type=click.IntRange(1, 254), default=8, show_default=True,
-              help="Number of bands, spread from 365 nm (UV) to 1700 nm (infrared).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-              help="Seed of the figure, textures and noise; the same seed writes the same bytes.")
-@click.option("--tile", type=int, default=512, show_default=True, callback=_tile,
-              help="TIFF tile side in pixels (a multiple of 16).")
-@click.option("--compression", type=click.Choice(["zstd", "zlib", "none"]), default="zstd",
-              show_default=True, help="TIFF compression of every file.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty OUT_DIR, replacing the scan's files.")
-def command(out_dir: Path, size: tuple[int, int], bands: int, seed: int, tile: int,
-            compression: str, overwrite: bool) -> None:
+@click.option(
+    "--size",
+    default="2048x2048",
+    show_default=True,
+    callback=_size,
+    help="Scan size HxW, or N for N x N; any size streams with bounded memory.",
+)
+@click.option(
+    "--bands",
+    type=click.IntRange(1, 254),
+    default=8,
+    show_default=True,
+    help="Number of bands, spread from 365 nm (UV) to 1700 nm (infrared).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the figure, textures and noise; the same seed writes the same bytes.",
+)
+@click.option(
+    "--tile",
+    type=int,
+    default=512,
+    show_default=True,
+    callback=_tile,
+    help="TIFF tile side in pixels (a multiple of 16).",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["zstd", "zlib", "none"]),
+    default="zstd",
+    show_default=True,
+    help="TIFF compression of every file.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Write into a non-empty OUT_DIR, replacing the scan's files."
+)
+def command(
+    out_dir: Path,
+    size: tuple[int, int],
+    bands: int,
+    seed: int,
+    tile: int,
+    compression: str,
+    overwrite: bool,
+) -> None:
     """Write a synthetic scan with a hidden figure to OUT_DIR.
 
     OUT_DIR gets scan.json (the manifest `tilex run` reads), visible.tif
@@ -64,14 +99,26 @@ def command(out_dir: Path, size: tuple[int, int], bands: int, seed: int, tile: i
     from tilex.synthetic import MASK_FILE, synth
 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise OutputExistsError(f"{out_dir}: exists and is not empty; pass --overwrite or choose another OUT_DIR")
+        raise OutputExistsError(
+            f"{out_dir}: exists and is not empty; pass --overwrite or choose another OUT_DIR"
+        )
     chatty = verbosity() >= 0  # -q keeps only the last line
     h, w = size
     if chatty:
-        click.echo(f"writing a {h}x{w} synthetic scan with {bands} band(s), seed {seed}, to {out_dir}")
+        click.echo(
+            f"writing a {h}x{w} synthetic scan with {bands} band(s), seed {seed}, to {out_dir}"
+        )
     with progress_bars() as progress:
-        manifest = synth(out_dir, size=size, bands=bands, seed=seed, tile=tile,
-                         compression=compression, overwrite=overwrite, progress=progress)
+        manifest = synth(
+            out_dir,
+            size=size,
+            bands=bands,
+            seed=seed,
+            tile=tile,
+            compression=compression,
+            overwrite=overwrite,
+            progress=progress,
+        )
     listed = json.loads(manifest.read_text())
     bands_files = [b["file"] for b in listed["bands"]]
     files = [listed["visible"], *bands_files, MASK_FILE, "synth.json"]

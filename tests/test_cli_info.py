@@ -276,7 +276,9 @@ def _case_missing_band_file(d, w):
 
 def _case_float_not_reflectance(d, w):
     w(d / "ir.tif", np.full((H, W), 4000.0, np.float32), "tiff", tile=(16, 16))
-    return [str(d)], "band 'ir1000' (" + str(d / "ir.tif") + ") holds float values from 4000 to 4000"
+    return [str(d)], "band 'ir1000' (" + str(
+        d / "ir.tif"
+    ) + ") holds float values from 4000 to 4000"
 
 
 def _case_float_beyond_its_input_range(d, w):
@@ -365,5 +367,7 @@ def test_every_option_has_help():
     assert where == {"tilex", *(f"tilex {name}" for name in main.commands)}
     assert set(main.commands) >= {"demo", "synth", "run", "info", "preview", "export", "validate"}
     assert ("tilex", "--version") in {(path, opt.opts[0]) for path, opt in options}
-    missing = [f"{path} {'/'.join(opt.opts)}" for path, opt in options if not (opt.help or "").strip()]
+    missing = [
+        f"{path} {'/'.join(opt.opts)}" for path, opt in options if not (opt.help or "").strip()
+    ]
     assert missing == [], f"options without help: {missing}"

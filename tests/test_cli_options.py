@@ -89,15 +89,36 @@ def test_a_tile_longer_than_the_scan_is_lowered(scan, tmp_path):
 
 
 def test_a_tiny_tile_is_warned_about(scan, tmp_path):
-    result = invoke("run", scan, "-o", tmp_path / "out", "--device", "cpu", "--tile", "16", "--norm", "pixel")
+    result = invoke(
+        "run", scan, "-o", tmp_path / "out", "--device", "cpu", "--tile", "16", "--norm", "pixel"
+    )
     assert result.exit_code == 0, result.stderr
     warning = next(line for line in result.stderr.splitlines() if "wasted" in line)
-    assert "tile 16 px reads" in warning and "--tile 208" in warning  # the default, lowered to the scan
-    quiet = invoke("run", scan, "-o", tmp_path / "q", "--device", "cpu", "--tile", "16", "--norm", "pixel", "-q")
+    assert (
+        "tile 16 px reads" in warning and "--tile 208" in warning
+    )  # the default, lowered to the scan
+    quiet = invoke(
+        "run",
+        scan,
+        "-o",
+        tmp_path / "q",
+        "--device",
+        "cpu",
+        "--tile",
+        "16",
+        "--norm",
+        "pixel",
+        "-q",
+    )
     assert "wasted" in quiet.stderr  # a warning: -q keeps it
 
 
 def test_tile_help_states_every_rule():
     text = " ".join(invoke("run", "--help").stdout.split())
-    for rule in ("twice the encoder's halo", "clipped at its edge", "lowered", "Default 512 on CPU"):
+    for rule in (
+        "twice the encoder's halo",
+        "clipped at its edge",
+        "lowered",
+        "Default 512 on CPU",
+    ):
         assert rule in text, rule

@@ -78,10 +78,14 @@ def test_run_refuses_existing_output(scan, tmp_path):
 
 def test_stats_from_reuses_statistics(scan, tmp_path):
     first = tilex.run(scan, tmp_path / "a", device="cpu", tile=64)
-    result = invoke("-q", "run", scan, "-o", tmp_path / "b", "--device", "cpu", "--stats-from", tmp_path / "a")
+    result = invoke(
+        "-q", "run", scan, "-o", tmp_path / "b", "--device", "cpu", "--stats-from", tmp_path / "a"
+    )
     assert result.exit_code == 0, result.stderr
     meta = json.loads((tmp_path / "b" / "tilex.json").read_text())
-    assert meta["stats"]["lo"] == list(first.stats.lo) and meta["stats"]["hi"] == list(first.stats.hi)
+    assert meta["stats"]["lo"] == list(first.stats.lo) and meta["stats"]["hi"] == list(
+        first.stats.hi
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,7 +101,10 @@ def test_stats_from_reuses_statistics(scan, tmp_path):
         (["--stats-sample", "nan"], ["--stats-sample", "got nan"]),
         (["--stats-sample", "inf"], ["--stats-sample"]),
         (["--unit", "100"], ["--unit", "multiple of 16"]),
-        (["--unit", "4096", "--chunk", "1536"], ["--unit 4096 px must be a multiple of --chunk 1536 px"]),
+        (
+            ["--unit", "4096", "--chunk", "1536"],
+            ["--unit 4096 px must be a multiple of --chunk 1536 px"],
+        ),
         (["--workers", "0"], ["--workers"]),
         (["--workers", "2", "--scheduler", "tcp://x:1"], ["not both"]),
         (["--resume", "--overwrite"], ["not both"]),
@@ -122,8 +129,14 @@ def test_run_bad_options(scan, tmp_path, args, fragments):
 def test_run_bad_weights_and_stats_source(scan, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    one_error_line(invoke("run", scan, "-o", tmp_path / "o1", "--device", "cpu", "--weights", bad), "bad.safetensors")
-    one_error_line(invoke("run", scan, "-o", tmp_path / "o2", "--device", "cpu", "--stats-from", tmp_path), "tilex.json")
+    one_error_line(
+        invoke("run", scan, "-o", tmp_path / "o1", "--device", "cpu", "--weights", bad),
+        "bad.safetensors",
+    )
+    one_error_line(
+        invoke("run", scan, "-o", tmp_path / "o2", "--device", "cpu", "--stats-from", tmp_path),
+        "tilex.json",
+    )
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
@@ -143,8 +156,22 @@ def test_pipeline_reveals_the_hidden_figure(tmp_path):
 def test_demo_in_a_subprocess(tmp_path):
     out = tmp_path / "demo"
     run = subprocess.run(
-        [sys.executable, "-m", "tilex.cli", "demo", str(out), "--size", "160x200", "--bands", "3", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tilex.cli",
+            "demo",
+            str(out),
+            "--size",
+            "160x200",
+            "--bands",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "preview.png" in run.stdout and "napari" in run.stdout
@@ -157,27 +184,35 @@ def test_demo_in_a_subprocess(tmp_path):
     assert [r for r in results if r.skipped or not r.ok] == [], "\n".join(map(str, results))
     picture = np.asarray(Image.open(out / "preview.png").convert("L"), dtype=np.float32)
     assert picture.std() > 10, "the preview is blank"
-    again = subprocess.run([sys.executable, "-m", "tilex.cli", "demo", str(out)], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "tilex.cli", "demo", str(out)], capture_output=True, text=True
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
 def test_demo_overwrite_never_deletes_a_foreign_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    one_error_line(invoke("demo", tmp_path, "--overwrite", "--device", "cpu"), "not a tilex demo folder")
+    one_error_line(
+        invoke("demo", tmp_path, "--overwrite", "--device", "cpu"), "not a tilex demo folder"
+    )
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_unwritable_output_is_one_line(scan, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should go")
-    one_error_line(invoke("run", scan, "-o", blocker / "out", "--device", "cpu"), str(blocker / "out"))
+    one_error_line(
+        invoke("run", scan, "-o", blocker / "out", "--device", "cpu"), str(blocker / "out")
+    )
 
 
 def _state(out: Path) -> str:
     return json.loads((out / "tilex.json").read_text())["state"]
 
 
-@pytest.mark.parametrize("named", [False, True], ids=["write-without-filename", "open-with-filename"])
+@pytest.mark.parametrize(
+    "named", [False, True], ids=["write-without-filename", "open-with-filename"]
+)
 def test_disk_full_is_one_line_naming_the_path_and_marks_failed(scan, tmp_path, monkeypatch, named):
     import errno
 
@@ -192,8 +227,21 @@ def test_disk_full_is_one_line_naming_the_path_and_marks_failed(scan, tmp_path, 
 
     monkeypatch.setattr(_local, "_put", full)
     out = tmp_path / "out"
-    result = invoke("-q", "run", scan, "-o", out, "--device", "cpu", "--tile", "64", "--unit", "128",
-                    "--chunk", "64")
+    result = invoke(
+        "-q",
+        "run",
+        scan,
+        "-o",
+        out,
+        "--device",
+        "cpu",
+        "--tile",
+        "64",
+        "--unit",
+        "128",
+        "--chunk",
+        "64",
+    )
     where = str(out / "collage.ome.zarr" / "0") + ("/c/" if named else ":")
     one_error_line(result, where, "No space left on device")
     assert _state(out) == "failed"
@@ -215,26 +263,44 @@ def _corrupt_tile_scan(folder: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("norm", "stage"),
-    [("band", "statistics pass: reading rows 58:134, columns 58:134 of "),
-     ("pixel", "fusing tiles: reading rows 0:70, columns 0:70 of ")],
+    [
+        ("band", "statistics pass: reading rows 58:134, columns 58:134 of "),
+        ("pixel", "fusing tiles: reading rows 0:70, columns 0:70 of "),
+    ],
 )
 def test_corrupt_tile_met_mid_run_names_the_file_and_marks_failed(tmp_path, norm, stage):
     manifest = _corrupt_tile_scan(tmp_path / "scan")
     out = tmp_path / "out"
-    result = invoke("-q", "run", manifest, "-o", out, "--device", "cpu", "--tile", "64", "--norm", norm)
-    one_error_line(result, stage + str(tmp_path / "scan" / "uv365.tif") + " failed: the file's tile at "
-                   "rows 64:128, columns 64:128", "cannot be decoded")
+    result = invoke(
+        "-q", "run", manifest, "-o", out, "--device", "cpu", "--tile", "64", "--norm", norm
+    )
+    one_error_line(
+        result,
+        stage + str(tmp_path / "scan" / "uv365.tif") + " failed: the file's tile at "
+        "rows 64:128, columns 64:128",
+        "cannot be decoded",
+    )
     assert _state(out) == "failed"
 
 
 def test_float_scan_in_16_bit_values_needs_its_input_range(tmp_path, write_image):
     rng = np.random.default_rng(0)
-    visible = write_image(tmp_path / "v.tif", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "tiff",
-                          photometric="rgb")
-    band = write_image(tmp_path / "ir.tif", rng.uniform(0, 65535, (64, 64)).astype(np.float32), "tiff")
+    visible = write_image(
+        tmp_path / "v.tif",
+        rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+        "tiff",
+        photometric="rgb",
+    )
+    band = write_image(
+        tmp_path / "ir.tif", rng.uniform(0, 65535, (64, 64)).astype(np.float32), "tiff"
+    )
     args = ["-q", "run", "--visible", visible, "--band", f"ir@1000={band}", "--device", "cpu"]
-    one_error_line(invoke(*args, "-o", tmp_path / "a"), str(band), "not reflectance in [0, 1]",
-                   "--input-range 0,65535")
+    one_error_line(
+        invoke(*args, "-o", tmp_path / "a"),
+        str(band),
+        "not reflectance in [0, 1]",
+        "--input-range 0,65535",
+    )
     assert not (tmp_path / "a").exists()
     result = invoke(*args, "-o", tmp_path / "b", "--input-range", "0,65535")
     assert result.exit_code == 0, result.stderr

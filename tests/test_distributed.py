@@ -71,11 +71,27 @@ def test_a_dying_worker_has_its_unit_recomputed(scan, single, tmp_path, monkeypa
 
 def test_a_killed_single_process_run_resumes_on_a_cluster(scan, single, tmp_path):
     out = tmp_path / "OUT"
-    command = [sys.executable, "-c", "from tilex.cli.main import main; main()", "-q", "run",
-               str(scan), "-o", str(out), "--device", "cpu", "--tile", "128", "--unit", "128",
-               "--chunk", "64"]
-    killed = subprocess.run(command, env={**_env(), FAILPOINT_ENV: "unit:5"}, capture_output=True,
-                            timeout=120)
+    command = [
+        sys.executable,
+        "-c",
+        "from tilex.cli.main import main; main()",
+        "-q",
+        "run",
+        str(scan),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--tile",
+        "128",
+        "--unit",
+        "128",
+        "--chunk",
+        "64",
+    ]
+    killed = subprocess.run(
+        command, env={**_env(), FAILPOINT_ENV: "unit:5"}, capture_output=True, timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL
     assert json.loads((out / "tilex.json").read_text())["state"] == "running"
     tilex.run(scan, out, device="cpu", workers=2, resume=True, **LAYOUT)

@@ -25,10 +25,14 @@ from tilex.metrics import roc_auc, score_map
 from tilex.synthetic import render
 
 ARTEXTRACT_KEYS = {
-    "conv.weight", "conv.bias",
+    "conv.weight",
+    "conv.bias",
     *(f"cnn.{c}.{p}" for c in ("conv1", "conv2", "conv3", "conv_out") for p in ("weight", "bias")),
-    *(f"cnn.{b}.{p}" for b in ("bn1", "bn2", "bn3", "bn_out")
-      for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+    *(
+        f"cnn.{b}.{p}"
+        for b in ("bn1", "bn2", "bn3", "bn_out")
+        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ),
 }
 
 
@@ -57,7 +61,12 @@ def test_impulse_radius_is_6_visible_5_bands_and_matches_kernels(random_network)
     [
         (lambda: nn.Conv2d(1, 2, 7, padding=3), 3),
         (lambda: nn.Conv2d(1, 1, 3, padding=2, dilation=2), 2),
-        (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 5, padding=2)), 3),
+        (
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 5, padding=2)
+            ),
+            3,
+        ),
     ],
 )
 @pytest.mark.parametrize("seed", range(3))
@@ -78,8 +87,10 @@ def test_encoder_halo_is_enough_for_identical_tiles(random_network):
     vis, bands = rand(3, 48, 56, seed=1), rand(3, 48, 56, seed=2)
     g, b = enc.encode(vis, bands)
     r, (y0, y1, x0, x1) = enc.radius, (17, 31, 20, 40)
-    gc, bc = enc.encode(vis[:, y0 - r:y1 + r, x0 - r:x1 + r].contiguous(),
-                        bands[:, y0 - r:y1 + r, x0 - r:x1 + r].contiguous())
+    gc, bc = enc.encode(
+        vis[:, y0 - r : y1 + r, x0 - r : x1 + r].contiguous(),
+        bands[:, y0 - r : y1 + r, x0 - r : x1 + r].contiguous(),
+    )
     torch.testing.assert_close(gc[:, r:-r, r:-r], g[:, y0:y1, x0:x1], atol=1e-6, rtol=0)
     torch.testing.assert_close(bc[..., r:-r, r:-r], b[..., y0:y1, x0:x1], atol=1e-6, rtol=0)
 
@@ -100,8 +111,9 @@ def test_folded_equals_unfolded(random_network):
     for a, b in zip(folded.encode(vis, bands), unfolded.encode(vis, bands), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     with torch.no_grad():
-        torch.testing.assert_close(folded.encode(vis, bands)[0], net.encode_visible(vis[None])[0],
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            folded.encode(vis, bands)[0], net.encode_visible(vis[None])[0], atol=1e-5, rtol=0
+        )
 
 
 def test_encode_shapes_chunks_and_memory_format(random_network):
@@ -188,7 +200,9 @@ def test_loads_artextract_state_dict_with_num_batches_tracked(tmp_path, fmt, ran
     enc = build_encoder(weights=path)
     assert enc.weights_sha256 == weights_sha256(net)
     vis, bands = rand(3, 20, 20), rand(2, 20, 20)
-    for a, b in zip(enc.encode(vis, bands), build_encoder(network=net).encode(vis, bands), strict=True):
+    for a, b in zip(
+        enc.encode(vis, bands), build_encoder(network=net).encode(vis, bands), strict=True
+    ):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
@@ -232,9 +246,11 @@ def test_pickled_objects_are_refused_weights_only(tmp_path, random_network):
 
 @pytest.mark.parametrize(
     ("name", "content"),
-    [("garbage.pt", b"\x00not a weights file" * 10),
-     ("trunc.safetensors", b"\x40\x00\x00\x00\x00\x00\x00\x00{\"cnn.conv1.weight\": {"),
-     ("empty.safetensors", b"")],
+    [
+        ("garbage.pt", b"\x00not a weights file" * 10),
+        ("trunc.safetensors", b'\x40\x00\x00\x00\x00\x00\x00\x00{"cnn.conv1.weight": {'),
+        ("empty.safetensors", b""),
+    ],
 )
 def test_unreadable_files_name_themselves(tmp_path, name, content):
     path = tmp_path / name
@@ -275,11 +291,14 @@ def test_default_weights_are_deterministic_and_a_binomial_blur():
     blur = torch.nn.functional.conv2d(x, torch.outer(k, k)[None, None], padding=3)
     with torch.no_grad():
         # inside: E is the order-6 binomial; near the border each layer zero-pads on its own
-        torch.testing.assert_close(net.encode_band(x)[..., 3:-3, 3:-3], blur[..., 3:-3, 3:-3],
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            net.encode_band(x)[..., 3:-3, 3:-3], blur[..., 3:-3, 3:-3], atol=1e-6, rtol=0
+        )
         gray = 0.299 * x + 0.587 * x * 0.5 + 0.114 * x * 0.25
         vis = torch.cat([x, 0.5 * x, 0.25 * x], dim=1)
-        torch.testing.assert_close(net.encode_visible(vis), net.encode_band(gray), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            net.encode_visible(vis), net.encode_band(gray), atol=1e-6, rtol=0
+        )
 
 
 def _aucs(size: int, seed: int) -> tuple[float, float]:

@@ -30,21 +30,30 @@ def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | 
     (opening would refuse it), so that only the tile reading it meets it."""
     rng = np.random.default_rng(seed)
     bands = rng.random((n, h, w), dtype=np.float32)
-    scan = open_scan(visible=rng.random((3, h, w), dtype=np.float32),
-                     bands=[(f"b{i}", 400.0 + 100 * i, band) for i, band in enumerate(bands)])
+    scan = open_scan(
+        visible=rng.random((3, h, w), dtype=np.float32),
+        bands=[(f"b{i}", 400.0 + 100 * i, band) for i, band in enumerate(bands)],
+    )
     if nan_at:
         bands[0][nan_at] = np.nan
     return scan
 
 
 def fused(scan, encoder, *, tile, norm="band", unit=None, readers=2, depth=3, stats=None):
-    engine = Engine(scan, encoder, CPU, fusion=FusionSpec(norm=norm, keep_normalised=True),
-                    tiling=TilingSpec(tile=tile, readers=readers, depth=depth))
+    engine = Engine(
+        scan,
+        encoder,
+        CPU,
+        fusion=FusionSpec(norm=norm, keep_normalised=True),
+        tiling=TilingSpec(tile=tile, readers=readers, depth=depth),
+    )
     if norm == "band" and stats is None:
         stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0))
     sink = MemorySink()
     sink.write_unit = unit
-    info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, encoder.channels, keep_normalised=True)
+    info = RunInfo(
+        scan.shape, scan.band_names, scan.wavelengths, encoder.channels, keep_normalised=True
+    )
     engine.run(sink, info, stats)
     assert (sink.written == 1).all(), "every pixel written exactly once"
     return sink, stats
@@ -66,7 +75,9 @@ def assert_same(a: MemorySink, b: MemorySink) -> None:
     np.testing.assert_allclose(a.normalised, b.normalised, rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize(("tile", "unit"), [(128, None), (256, None), (384, None), (100, 256), (333, 512)])
+@pytest.mark.parametrize(
+    ("tile", "unit"), [(128, None), (256, None), (384, None), (100, 256), (333, 512)]
+)
 def test_tiled_equals_whole_image(case, tile, unit):
     """Also with tiles that divide neither the scan nor the write unit (clipped at the unit's edge)."""
     scan, encoder, whole, stats = case
@@ -77,7 +88,10 @@ def test_tiled_equals_whole_image(case, tile, unit):
 
 def test_pixel_mode_tiled_equals_whole_image(case):
     scan, encoder, _, _ = case
-    assert_same(fused(scan, encoder, tile=160, norm="pixel")[0], fused(scan, encoder, tile=1024, norm="pixel")[0])
+    assert_same(
+        fused(scan, encoder, tile=160, norm="pixel")[0],
+        fused(scan, encoder, tile=1024, norm="pixel")[0],
+    )
 
 
 def test_independent_of_order_and_threads(case):
@@ -116,12 +130,20 @@ def test_units_complete_in_morton_order():
 
 def test_failing_tile_names_tile_and_aborts(random_encoder):
     scan = random_scan(300, 300, 2, seed=3, nan_at=(200, 250))
-    engine = Engine(scan, random_encoder(4), CPU, fusion=FusionSpec(norm="pixel"),
-                    tiling=TilingSpec(tile=128, readers=2))
+    engine = Engine(
+        scan,
+        random_encoder(4),
+        CPU,
+        fusion=FusionSpec(norm="pixel"),
+        tiling=TilingSpec(tile=128, readers=2),
+    )
     sink = MemorySink()
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1)
-    with pytest.raises(NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows 122:262, "
-                       r"columns 122:262"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^fusing tiles: <b0> holds NaN or infinity in rows 122:262, "
+        r"columns 122:262",
+    ):
         engine.run(sink, info, None)
     assert not sink.closed
 

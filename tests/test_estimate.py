@@ -45,13 +45,18 @@ def test_time_trial_encodes_one_full_tile_and_keeps_the_fastest():
     assert encoder.shapes == [(8, 524, 524)] * 2  # no third: two took more than the 1 s budget
     encoder = NullEncoder()
     seconds, shape = time_trial(encoder, CPU, 16, 3, (300, 20), clock=ticking(0.5, 0.125, 0.25))
-    assert (seconds, shape) == (0.125, (28, 20))  # quick: three tries, the fastest; clipped to the scan
+    assert (seconds, shape) == (
+        0.125,
+        (28, 20),
+    )  # quick: three tries, the fastest; clipped to the scan
     assert len(encoder.shapes) == 3
 
 
 def test_estimate_extrapolates_the_trial_to_both_passes():
     grid = TileGrid((200_000, 200_000), tile=512, halo=6)
-    work = estimate_work(grid, stats_fraction=0.05, stats_block=64, trial=(2.0, (524, 524)), device="cpu")
+    work = estimate_work(
+        grid, stats_fraction=0.05, stats_block=64, trial=(2.0, (524, 524)), device="cpu"
+    )
     per_pixel = 2.0 / 524**2
     assert work.tiles == 391**2
     assert work.main_read == grid.read_pixels
@@ -68,10 +73,18 @@ def test_estimate_extrapolates_the_trial_to_both_passes():
 
 def test_no_statistics_pass_and_a_resumed_run():
     grid = TileGrid((1000, 1000), tile=256, halo=6)
-    work = estimate_work(grid, stats_fraction=None, stats_block=64, trial=(1.0, (268, 268)), device="cpu")
+    work = estimate_work(
+        grid, stats_fraction=None, stats_block=64, trial=(1.0, (268, 268)), device="cpu"
+    )
     assert work.stats_s == 0 and "statistics" not in "\n".join(work.lines())
-    half = estimate_work(grid, stats_fraction=None, stats_block=64, trial=(1.0, (268, 268)), device="cpu",
-                         skip=lambda tile: tile.row < 2)
+    half = estimate_work(
+        grid,
+        stats_fraction=None,
+        stats_block=64,
+        trial=(1.0, (268, 268)),
+        device="cpu",
+        skip=lambda tile: tile.row < 2,
+    )
     # rows 2 and 3 read 268 and 238 px (the last core is 232 px); the columns 262 + 268 + 268 + 238
     assert half.tiles == 8 and half.main_read == (268 + 238) * 1036 and grid.read_pixels == 1036**2
 
@@ -86,7 +99,9 @@ def test_no_statistics_pass_and_a_resumed_run():
 )
 def test_the_gpu_hint_appears_above_an_hour_on_cpu_only(trial_s, device, hint):
     grid = TileGrid((20_000, 20_000), tile=512, halo=6)
-    work = estimate_work(grid, stats_fraction=0.05, stats_block=64, trial=(trial_s, (524, 524)), device=device)
+    work = estimate_work(
+        grid, stats_fraction=0.05, stats_block=64, trial=(trial_s, (524, 524)), device=device
+    )
     assert (work.total_s > GPU_HINT_S) == (trial_s > 1)
     assert work.gpu_hint is hint
     assert any("--device cuda" in line for line in work.lines()) is hint
@@ -144,4 +159,6 @@ def test_read_pixels_counts_every_tile_read():
         grid = TileGrid(shape, tile, halo)
         counted = sum((t.read[1] - t.read[0]) * (t.read[3] - t.read[2]) for t in grid.tiles())
         assert grid.read_pixels == counted
-    assert np.isclose(TileGrid((4096, 4096), 512, 6).read_pixels / 4096**2, (1 + 12 * 8 / 4096 - 12 / 4096) ** 2)
+    assert np.isclose(
+        TileGrid((4096, 4096), 512, 6).read_pixels / 4096**2, (1 + 12 * 8 / 4096 - 12 / 4096) ** 2
+    )

@@ -31,7 +31,9 @@ CPU = Backend("cpu")
 
 def array_scan(visible: np.ndarray, bands: np.ndarray):
     """A scan of arrays in memory (bands named b0, b1, ...)."""
-    return open_scan(visible=visible, bands=[(f"b{i}", 400.0 + 100 * i, b) for i, b in enumerate(bands)])
+    return open_scan(
+        visible=visible, bands=[(f"b{i}", 400.0 + 100 * i, b) for i, b in enumerate(bands)]
+    )
 
 
 def random_scan(h: int, w: int, n: int, seed: int, *, nan_at: tuple[int, int] | None = None):
@@ -67,7 +69,13 @@ def test_weights_are_a_partition_of_unity(h, w, tile, data):
 
 @pytest.mark.parametrize(
     ("shape", "tile", "overlap"),
-    [((129, 257), 64, 32), ((65, 200), 64, 20), ((64, 64), 64, 32), ((1000, 777), 128, 1), ((70, 131), 17, 8)],
+    [
+        ((129, 257), 64, 32),
+        ((65, 200), 64, 20),
+        ((64, 64), 64, 32),
+        ((1000, 777), 128, 1),
+        ((70, 131), 17, 8),
+    ],
 )
 def test_partition_of_unity_at_odd_sizes_and_short_last_tiles(shape, tile, overlap):
     # (129, 257): last cores of 1 px, narrower than the overlap; (64, 64): one tile, no ramp
@@ -104,7 +112,9 @@ def test_blend_options_are_validated_by_the_plan():
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(importlib.import_module("tilex.engine.feather"), optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(
+        importlib.import_module("tilex.engine.feather"), optionflags=doctest.ELLIPSIS
+    )
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -132,14 +142,18 @@ def textured_scan(h: int, w: int, n: int, seed: int):
 
     def field(c: int) -> np.ndarray:
         coarse = torch.from_numpy(rng.random((1, c, h // 8 + 2, w // 8 + 2), dtype=np.float32))
-        smooth = nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
+        smooth = nn.functional.interpolate(
+            coarse, size=(h, w), mode="bicubic", align_corners=False
+        )[0]
         noisy = smooth.numpy() + 0.05 * rng.standard_normal((c, h, w), dtype=np.float32)
         return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
     return array_scan(field(3), field(n))
 
 
-def border_and_interior_steps(d: np.ndarray, tile: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
+def border_and_interior_steps(
+    d: np.ndarray, tile: int, margin: int
+) -> tuple[np.ndarray, np.ndarray]:
     """|differences| of adjacent pixels across core borders, and between pixels far from any border.
 
     "Far" is more than ``margin`` px from every core border, along both axes:
@@ -156,7 +170,7 @@ def border_and_interior_steps(d: np.ndarray, tile: int, margin: int) -> tuple[np
     def far(length: int) -> np.ndarray:
         pixels = np.ones(length, bool)
         for e in range(tile, length, tile):
-            pixels[max(e - margin, 0):e + margin] = False
+            pixels[max(e - margin, 0) : e + margin] = False
         return pixels
 
     def far_steps(length: int) -> np.ndarray:
@@ -164,8 +178,9 @@ def border_and_interior_steps(d: np.ndarray, tile: int, margin: int) -> tuple[np
         return pixels[:-1] & pixels[1:]
 
     border = np.concatenate([sy[:, across(h), :].ravel(), sx[:, :, across(w)].ravel()])
-    interior = np.concatenate([sy[:, far_steps(h)][:, :, far(w)].ravel(),
-                               sx[:, far(h)][:, :, far_steps(w)].ravel()])
+    interior = np.concatenate(
+        [sy[:, far_steps(h)][:, :, far(w)].ravel(), sx[:, far(h)][:, :, far_steps(w)].ravel()]
+    )
     return border, interior
 
 
@@ -184,7 +199,9 @@ def test_feathered_tiles_leave_no_seam_where_a_short_halo_does():
     scan = textured_scan(h, w, 3, seed=1)
     # the field reaches 15 px; declaring 2 gives the exact mode a halo that is too small
     short = build_encoder(network=WideEncoder(), radius=2)
-    engine = Engine(scan, short, CPU, fusion=FusionSpec(norm="pixel"), tiling=TilingSpec(tile=tile, readers=2))
+    engine = Engine(
+        scan, short, CPU, fusion=FusionSpec(norm="pixel"), tiling=TilingSpec(tile=tile, readers=2)
+    )
 
     naive = np.zeros((3, h, w), np.float32)  # what the exact mode fuses with that halo
     for t in engine.grid.tiles():
@@ -212,13 +229,18 @@ def test_the_ramp_not_the_extra_context_removes_the_seam(monkeypatch):
         """Weight 1 on the core, 0 on the rest of the extent: still a partition of unity."""
         a, b = extent_of(index, 0, (length, 1), tile, overlap)[:2]
         weight = np.zeros(b - a, np.float32)
-        weight[index * tile - a:index * tile - a + tile] = 1.0
+        weight[index * tile - a : index * tile - a + tile] = 1.0
         return weight
 
     tile, overlap, (h, w) = 64, 8, (200, 232)
     scan = textured_scan(h, w, 3, seed=1)
-    engine = Engine(scan, build_encoder(network=WideEncoder(), radius=2), CPU,
-                    fusion=FusionSpec(norm="pixel"), tiling=TilingSpec(tile=tile, readers=2))
+    engine = Engine(
+        scan,
+        build_encoder(network=WideEncoder(), radius=2),
+        CPU,
+        fusion=FusionSpec(norm="pixel"),
+        tiling=TilingSpec(tile=tile, readers=2),
+    )
     monkeypatch.setattr(feather, "axis_weights", hard_cut)
     cut = assemble(blend(engine, overlap), (h, w))
     border, inside = border_and_interior_steps(cut, tile, overlap)
@@ -229,8 +251,13 @@ def test_the_ramp_not_the_extra_context_removes_the_seam(monkeypatch):
 
 
 def feathered_engine(scan, encoder, *, tile, overlap, norm="band"):
-    return Engine(scan, encoder, CPU, fusion=FusionSpec(norm=norm, keep_normalised=True),
-                  tiling=TilingSpec(tile=tile, readers=2, depth=3, blend="feather", overlap=overlap))
+    return Engine(
+        scan,
+        encoder,
+        CPU,
+        fusion=FusionSpec(norm=norm, keep_normalised=True),
+        tiling=TilingSpec(tile=tile, readers=2, depth=3, blend="feather", overlap=overlap),
+    )
 
 
 def feathered_run(scan, encoder, *, tile, overlap, stats=None, norm="band", unit=None, sink=None):
@@ -239,7 +266,9 @@ def feathered_run(scan, encoder, *, tile, overlap, stats=None, norm="band", unit
         stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0), halo=overlap)
     sink = sink or MemorySink()
     sink.write_unit = unit
-    info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, encoder.channels, keep_normalised=True)
+    info = RunInfo(
+        scan.shape, scan.band_names, scan.wavelengths, encoder.channels, keep_normalised=True
+    )
     engine.run(sink, info, stats)
     assert sink.closed and (sink.written == 1).all(), "every pixel written exactly once"
     return sink, stats, engine
@@ -264,8 +293,9 @@ def small(random_encoder):
 def test_units_arrive_contiguously_in_morton_order_and_match_row_major(small):
     scan, encoder = small
     rows, _, _ = feathered_run(scan, encoder, tile=32, overlap=10, norm="pixel")
-    units, _, _ = feathered_run(scan, encoder, tile=32, overlap=10, norm="pixel", unit=64,
-                                sink=RecordingSink())
+    units, _, _ = feathered_run(
+        scan, encoder, tile=32, overlap=10, norm="pixel", unit=64, sink=RecordingSink()
+    )
     seen = []
     for y0, _, x0, _ in units.regions:
         u = (y0 // 64, x0 // 64)
@@ -288,7 +318,9 @@ def test_outputs_are_the_fusion_of_the_blended_maps(small):
         y0, y1, x0, x1 = core.tile.core
         d[:, y0:y1, x0:x1], b[:, :, y0:y1, x0:x1] = core.d, core.b
     lo, hi = stats.arrays()
-    ref = kernels.fuse_reference(np.zeros((1, h, w), np.float32), d[:, None], lo, hi, keep_normalised=True)
+    ref = kernels.fuse_reference(
+        np.zeros((1, h, w), np.float32), d[:, None], lo, hi, keep_normalised=True
+    )
     np.testing.assert_array_equal(sink.winner, ref.winner)
     np.testing.assert_array_equal(sink.score, ref.score)
     np.testing.assert_array_equal(sink.normalised, ref.normalised)
@@ -296,20 +328,30 @@ def test_outputs_are_the_fusion_of_the_blended_maps(small):
         where = sink.winner == i + 1
         np.testing.assert_array_equal(sink.collage[:, where], b[i][:, where])
     assert (sink.collage[:, sink.winner == 0] == 0).all()
-    gray = np.tensordot(np.float32([0.299, 0.587, 0.114]), scan.read_region(0, h, 0, w)[0], axes=1).astype(np.float32)
+    gray = np.tensordot(
+        np.float32([0.299, 0.587, 0.114]), scan.read_region(0, h, 0, w)[0], axes=1
+    ).astype(np.float32)
     np.testing.assert_array_equal(sink.overlay, kernels.overlay_reference(gray, sink.score))
 
 
 def test_feather_with_overlap_at_the_radius_is_close_to_exact(random_encoder):
     scan = random_scan(200, 190, 4, seed=1)
     encoder = random_encoder(seed=2)  # ArtExtract architecture, radius 6
-    engine = Engine(scan, encoder, CPU, fusion=FusionSpec(keep_normalised=True), tiling=TilingSpec(tile=64, readers=2))
+    engine = Engine(
+        scan,
+        encoder,
+        CPU,
+        fusion=FusionSpec(keep_normalised=True),
+        tiling=TilingSpec(tile=64, readers=2),
+    )
     stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0))
     exact = MemorySink()
     info = RunInfo(scan.shape, scan.band_names, scan.wavelengths, 1, keep_normalised=True)
     engine.run(exact, info, stats)
     feathered, feather_stats, _ = feathered_run(scan, encoder, tile=64, overlap=encoder.radius)
-    assert feather_stats.lo == stats.lo and feather_stats.hi == stats.hi  # blocks read with 6 px: exact
+    assert (
+        feather_stats.lo == stats.lo and feather_stats.hi == stats.hi
+    )  # blocks read with 6 px: exact
     np.testing.assert_allclose(feathered.normalised, exact.normalised, atol=5e-3)
     same = feathered.winner == exact.winner
     assert same.mean() >= 0.999
@@ -329,7 +371,9 @@ def test_band_mode_requires_stats_and_failures_abort(small):
     failing = random_scan(100, 100, 2, seed=3, nan_at=(70, 70))
     engine = feathered_engine(failing, encoder, tile=32, overlap=8, norm="pixel")
     sink = MemorySink()
-    with pytest.raises(NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows \d+:\d+, columns"):
+    with pytest.raises(
+        NonFiniteError, match=r"^fusing tiles: <b0> holds NaN or infinity in rows \d+:\d+, columns"
+    ):
         engine.run(sink, RunInfo(failing.shape, failing.band_names, failing.wavelengths, 1), None)
     assert not sink.closed
 
@@ -360,10 +404,14 @@ def test_cli_blend_options(synth_scan, tmp_path):
     base = ["run", str(synth_scan), "--tile", "32", "--device", "cpu"]
     result = runner.invoke(main, [*base, "-o", str(tmp_path / "a"), "--blend", "feather"])
     assert result.exit_code == 2 and "needs --overlap" in result.output
-    result = runner.invoke(main, [*base, "-o", str(tmp_path / "b"), "--blend", "feather", "--overlap", "17"])
+    result = runner.invoke(
+        main, [*base, "-o", str(tmp_path / "b"), "--blend", "feather", "--overlap", "17"]
+    )
     assert result.exit_code == 2 and "more than half the tile" in result.output
     result = runner.invoke(main, [*base, "-o", str(tmp_path / "c"), "--overlap", "8"])
     assert result.exit_code == 2 and "only used with --blend feather" in result.output
-    result = runner.invoke(main, [*base, "-o", str(tmp_path / "d"), "--blend", "feather", "--overlap", "8"])
+    result = runner.invoke(
+        main, [*base, "-o", str(tmp_path / "d"), "--blend", "feather", "--overlap", "8"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "tilex.json").exists()

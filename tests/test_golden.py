@@ -86,13 +86,25 @@ def test_outputs_keep_their_golden_bytes(scan, golden, tmp_path, case):
 
 def test_a_killed_and_resumed_run_keeps_the_golden_bytes(scan, golden, tmp_path):
     out = tmp_path / "OUT"
-    options = ["--device", "cpu", "--tile", "128", "--unit", "128", "--chunk", "64", "--keep-dissimilarity"]
+    options = [
+        "--device",
+        "cpu",
+        "--tile",
+        "128",
+        "--unit",
+        "128",
+        "--chunk",
+        "64",
+        "--keep-dissimilarity",
+    ]
     command = [sys.executable, "-m", "tilex.cli", "-q", "run", str(scan), "-o", str(out), *options]
     env = dict(os.environ, TILEX_FAILPOINT="unit:4")
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     env.pop("TILEX_FAILPOINT")
-    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert_golden(chunk_hashes(out), golden["band"], "resumed")
 

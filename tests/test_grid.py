@@ -78,9 +78,12 @@ def test_row_major_order_and_edge_tiles():
     got = list(grid.tiles())
     assert [(t.row, t.col) for t in got] == [(r, c) for r in range(3) for c in range(2)]
     assert [t.core for t in got] == [
-        (0, 4, 0, 4), (0, 4, 4, 7),
-        (4, 8, 0, 4), (4, 8, 4, 7),
-        (8, 10, 0, 4), (8, 10, 4, 7),
+        (0, 4, 0, 4),
+        (0, 4, 4, 7),
+        (4, 8, 0, 4),
+        (4, 8, 4, 7),
+        (8, 10, 0, 4),
+        (8, 10, 4, 7),
     ]
     # reads grow by the halo and stop at the border
     assert got[0].read == (0, 5, 0, 5)
@@ -139,7 +142,10 @@ def test_describe_names_the_tile_and_its_pixels():
 def test_unit_tiles_clip_at_the_unit_edge_when_the_tile_divides_nothing():
     grid = TileGrid((10, 10), tile=4, halo=1)  # 4 divides neither 6 nor 10
     assert [t.core for t in grid.unit_tiles(6, (0, 0))] == [
-        (0, 4, 0, 4), (0, 4, 4, 6), (4, 6, 0, 4), (4, 6, 4, 6),
+        (0, 4, 0, 4),
+        (0, 4, 4, 6),
+        (4, 6, 0, 4),
+        (4, 6, 4, 6),
     ]
     assert [t.core for t in grid.unit_tiles(6, (0, 1))] == [(0, 4, 6, 10), (4, 6, 6, 10)]
     assert [t.core for t in grid.unit_tiles(6, (1, 1))] == [(6, 10, 6, 10)]
@@ -225,7 +231,12 @@ def test_region_with_halo_grows_then_clips(shape, data, halo):
     x0 = data.draw(st.integers(0, w - 1))
     x1 = data.draw(st.integers(x0 + 1, w))
     ry0, ry1, rx0, rx1 = region_with_halo((y0, y1, x0, x1), halo, shape)
-    assert (ry0, ry1, rx0, rx1) == (max(y0 - halo, 0), min(y1 + halo, h), max(x0 - halo, 0), min(x1 + halo, w))
+    assert (ry0, ry1, rx0, rx1) == (
+        max(y0 - halo, 0),
+        min(y1 + halo, h),
+        max(x0 - halo, 0),
+        min(x1 + halo, w),
+    )
     # within the image, around the region, and the full halo wherever the image allows
     assert 0 <= ry0 <= y0 < y1 <= ry1 <= h and 0 <= rx0 <= x0 < x1 <= rx1 <= w
     assert y0 - ry0 == min(halo, y0) and ry1 - y1 == min(halo, h - y1)
@@ -258,7 +269,9 @@ def test_clamp_tile_gives_the_same_cores(shape, tile, unit):
         assert clamped <= unit
     # a needlessly long tile and its clamp cut the scan alike
     one, two = TileGrid(shape, tile, 3), TileGrid(shape, clamped, 3)
-    assert [(t.core, t.read) for t in one.tiles(unit=unit)] == [(t.core, t.read) for t in two.tiles(unit=unit)]
+    assert [(t.core, t.read) for t in one.tiles(unit=unit)] == [
+        (t.core, t.read) for t in two.tiles(unit=unit)
+    ]
 
 
 # --------------------------------------------------------------------------- Morton order
@@ -267,7 +280,16 @@ def test_clamp_tile_gives_the_same_cores(shape, tile, unit):
 def test_morton_order_examples():
     assert morton_order(1, 1) == [(0, 0)]
     assert morton_order(2, 3) == [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (1, 2)]
-    assert morton_order(4, 4)[:8] == [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
+    assert morton_order(4, 4)[:8] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+        (0, 2),
+        (0, 3),
+        (1, 2),
+        (1, 3),
+    ]
     assert morton_order(3, 1) == [(0, 0), (1, 0), (2, 0)]
 
 
@@ -288,4 +310,4 @@ def test_morton_blocks_are_contiguous_at_every_level(rows, cols):
     for r in range(0, rows - 1, 2):
         for c in range(0, cols - 1, 2):
             i = position[(r, c)]
-            assert order[i:i + 4] == [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)]
+            assert order[i : i + 4] == [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)]

@@ -36,7 +36,10 @@ def test_marks_are_listed_per_level(tmp_path):
 
 def test_payloads_round_trip(tmp_path):
     journal = Journal(tmp_path)
-    sample = {"score.sample": np.arange(6, dtype=np.float32).reshape(1, 6), "score.lo": np.array([0.5])}
+    sample = {
+        "score.sample": np.arange(6, dtype=np.float32).reshape(1, 6),
+        "score.lo": np.array([0.5]),
+    }
     journal.mark(0, (1, 1), sample)
     journal.mark(1, (0, 0))
     got = journal.payload(0, (1, 1))
@@ -68,7 +71,9 @@ def test_arrays_mark_and_clear(tmp_path):
 def test_concurrent_writers_each_leave_a_whole_mark(tmp_path):
     journal = Journal(tmp_path)
     payload = {"x": np.ones(4096, np.float64)}
-    threads = [threading.Thread(target=journal.mark, args=(0, (i % 3, 0), payload)) for i in range(12)]
+    threads = [
+        threading.Thread(target=journal.mark, args=(0, (i % 3, 0), payload)) for i in range(12)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -135,7 +140,11 @@ def test_the_umask_sets_the_mode(tmp_path, umask):
 
 def test_write_json_atomic_writes_numpy_values_and_paths(tmp_path):
     write_json_atomic(tmp_path / "x.json", {"n": np.int32(3), "a": np.arange(2), "p": tmp_path})
-    assert json.loads((tmp_path / "x.json").read_text()) == {"n": 3, "a": [0, 1], "p": str(tmp_path)}
+    assert json.loads((tmp_path / "x.json").read_text()) == {
+        "n": 3,
+        "a": [0, 1],
+        "p": str(tmp_path),
+    }
     with pytest.raises(TypeError, match="set is not JSON serialisable"):
         write_json_atomic(tmp_path / "y.json", {"s": {1}})
     assert not (tmp_path / "y.json").exists()

@@ -56,8 +56,9 @@ def scan(tmp_path_factory) -> Path:
 def start_writer(scan: Path, out: Path) -> tuple[subprocess.Popen, Path]:
     """A `tilex.run` into ``out``, paused while it holds ``out``; touch the returned path to go on."""
     ready, go = out.with_name("ready"), out.with_name("go")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, scan, out, ready, go],
-                              stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, scan, out, ready, go], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not ready.exists():
         assert writer.poll() is None, writer.communicate()[1]
@@ -120,7 +121,10 @@ def test_the_lock_is_released_when_a_run_fails(tmp_path):
 
 def test_a_held_output_is_refused_in_process(tmp_path):
     out = tmp_path / "OUT"
-    with output_lock(out) as path, pytest.raises(OutputBusyError, match=rf"process {os.getpid()} on host"):
+    with (
+        output_lock(out) as path,
+        pytest.raises(OutputBusyError, match=rf"process {os.getpid()} on host"),
+    ):
         assert path.parent == tmp_path and path.exists()
         tilex.run(tmp_path / "no-such-scan", out, device="cpu", overwrite=True)
     assert not path.exists()
@@ -131,7 +135,20 @@ def test_demo_overwrite_is_refused_while_the_demo_folder_is_held(tmp_path):
     (root / "result").mkdir(parents=True)
     (root / "result" / "tilex.json").write_text("{}")
     with output_lock(root):
-        result = CliRunner().invoke(main, ["demo", str(root), "--overwrite", "--size", "64x64", "--bands", "2", "--device", "cpu"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "demo",
+                str(root),
+                "--overwrite",
+                "--size",
+                "64x64",
+                "--bands",
+                "2",
+                "--device",
+                "cpu",
+            ],
+        )
     assert result.exit_code == 2, result.output
     assert f"is being written by process {os.getpid()}" in result.stderr
     assert (root / "result" / "tilex.json").exists()

@@ -13,7 +13,9 @@ def test_roc_auc_matches_the_definition():
     score = rng.integers(0, 5, 300).astype(float)  # many ties
     mask = rng.random(300) < 0.3
     pos, neg = score[mask], score[~mask]
-    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+        len(pos) * len(neg)
+    )
     assert roc_auc(score, mask) == pytest.approx(brute, abs=1e-12)
     assert roc_auc([0, 0, 1, 1], [0, 0, 1, 1]) == 1.0
     with pytest.raises(ValueError, match="both classes"):

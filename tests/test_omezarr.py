@@ -457,8 +457,10 @@ def test_manifest_is_as_readable_as_the_arrays(tmp_path, umask):
         build(tmp_path / "OUT", (300, 200), version="0.5")
     finally:
         os.umask(previous)
-    modes = {name: stat.S_IMODE((tmp_path / "OUT" / name).stat().st_mode)
-             for name in ("tilex.json", "collage.ome.zarr/zarr.json")}
+    modes = {
+        name: stat.S_IMODE((tmp_path / "OUT" / name).stat().st_mode)
+        for name in ("tilex.json", "collage.ome.zarr/zarr.json")
+    }
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
 
 
@@ -496,9 +498,16 @@ def test_states_follow_the_lifecycle(tmp_path):
     write_all(sink, shape)
     sink.close(RunResults(timings={"tiles_s": 1.23456}))
     manifest = manifest_of(path)
-    assert (sink.state, manifest["state"], manifest["timings"]) == (SinkState.COMPLETE, "complete",
-                                                                   {"tiles_s": 1.235})
-    assert "cluster" not in manifest and not (path / ".journal").exists() and not (path / ".pyramid").exists()
+    assert (sink.state, manifest["state"], manifest["timings"]) == (
+        SinkState.COMPLETE,
+        "complete",
+        {"tiles_s": 1.235},
+    )
+    assert (
+        "cluster" not in manifest
+        and not (path / ".journal").exists()
+        and not (path / ".pyramid").exists()
+    )
     sink.abort()  # nothing to do once complete
     assert (sink.state, manifest_of(path)["state"]) == (SinkState.COMPLETE, "complete")
 

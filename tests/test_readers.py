@@ -402,14 +402,17 @@ def test_corrupt_tile_fails_when_read(tmp_path, write_image):
 
 
 def test_corrupt_strip_names_its_rows(tmp_path, write_image):
-    path = write_image(tmp_path / "s.tif", _data("uint16"), "tiff", rowsperstrip=8, compression="zlib")
+    path = write_image(
+        tmp_path / "s.tif", _data("uint16"), "tiff", rowsperstrip=8, compression="zlib"
+    )
     with tifffile.TiffFile(path) as tif:
         offset, count = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
     with open(path, "r+b") as file:
         file.seek(offset)
         file.write(b"\0" * count)
     with pytest.raises(
-        CorruptFileError, match=r"rows 10:30, columns 0:5 of \S*s.tif failed: the file's strip of rows 16:24 "
+        CorruptFileError,
+        match=r"rows 10:30, columns 0:5 of \S*s.tif failed: the file's strip of rows 16:24 ",
     ):
         open_source(path).read(10, 30, 0, 5)
 
@@ -456,7 +459,9 @@ def test_non_finite_float_refused_at_open(tmp_path, write_image):
 
 def test_non_finite_large_float_refused_when_read(tmp_path, write_image, monkeypatch):
     monkeypatch.setattr(value_range, "FINITE_CHECK_AT_OPEN_PX", 0)  # "large": not checked at open
-    monkeypatch.setattr(value_range, "RANGE_LATTICE", 2)  # its value range: 4 regions, none at (40, 50)
+    monkeypatch.setattr(
+        value_range, "RANGE_LATTICE", 2
+    )  # its value range: 4 regions, none at (40, 50)
     data = _data("float32", 2)
     data[40, 50, 1] = np.inf
     path = write_image(tmp_path / "f.zarr", np.moveaxis(data, -1, 0), "zarr2")
@@ -527,7 +532,9 @@ def test_value_range_of_a_small_float_file_is_exact(tmp_path, write_image):
         tuple(float(v) for v in data.max(axis=(0, 1))),
         sampled=False,
     )
-    assert open_source(write_image(tmp_path / "i.tif", _data("uint16"), "tiff")).value_range() is None
+    assert (
+        open_source(write_image(tmp_path / "i.tif", _data("uint16"), "tiff")).value_range() is None
+    )
 
 
 def test_value_range_of_a_large_float_file_is_sampled(tmp_path, write_image, monkeypatch):
@@ -548,8 +555,16 @@ def large_float_tiff(tmp_path_factory):
     per_row = size // tile
     path = tmp_path_factory.mktemp("large") / "large.tif"
     tiles = (np.full((tile, tile), i, np.float32) for i in range(per_row * per_row))
-    tifffile.imwrite(path, tiles, shape=(size, size), dtype="float32", tile=(tile, tile),
-                     compression="zlib", compressionargs={"level": 1}, bigtiff=True)
+    tifffile.imwrite(
+        path,
+        tiles,
+        shape=(size, size),
+        dtype="float32",
+        tile=(tile, tile),
+        compression="zlib",
+        compressionargs={"level": 1},
+        bigtiff=True,
+    )
     return path, per_row
 
 
@@ -557,7 +572,9 @@ def test_opening_a_large_float_file_decodes_a_lattice_only(large_float_tiff, mon
     path, per_row = large_float_tiff
     decoded = []
     segment = TiffSource._segment
-    monkeypatch.setattr(TiffSource, "_segment", lambda self, p, i, w: decoded.append(i) or segment(self, p, i, w))
+    monkeypatch.setattr(
+        TiffSource, "_segment", lambda self, p, i, w: decoded.append(i) or segment(self, p, i, w)
+    )
     start = time.perf_counter()
     values = open_source(path).value_range()
     assert time.perf_counter() - start < 5

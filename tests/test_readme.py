@@ -29,7 +29,9 @@ def test_manifest_example_opens(tmp_path, write_image):
 
     (text,) = blocks("json")
     manifest = json.loads(text)
-    write_image(tmp_path / manifest["visible"], np.zeros((8, 8, 3), np.uint8), "tiff", photometric="rgb")
+    write_image(
+        tmp_path / manifest["visible"], np.zeros((8, 8, 3), np.uint8), "tiff", photometric="rgb"
+    )
     for band in manifest["bands"]:
         write_image(tmp_path / band["file"], np.zeros((8, 8), np.uint16), "tiff")
     (tmp_path / "scan.json").write_text(text)

@@ -47,7 +47,13 @@ def tilex_cli(*args: object, failpoint: str | None = None) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
-    command = [sys.executable, "-c", "from tilex.cli.main import main; main()", "-q", *map(str, args)]
+    command = [
+        sys.executable,
+        "-c",
+        "from tilex.cli.main import main; main()",
+        "-q",
+        *map(str, args),
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -86,8 +92,9 @@ def level0_shards(out: Path, journaled: set[str]) -> dict[Path, int]:
         ("level3:1", "running", (8, 9)),  # the top level: all of level 0 done
     ],
 )
-def test_killed_run_resumes_to_identical_output(scan, reference, tmp_path, failpoint, killed_state,
-                                                level0_done):
+def test_killed_run_resumes_to_identical_output(
+    scan, reference, tmp_path, failpoint, killed_state, level0_done
+):
     out = tmp_path / "OUT"
     killed = tilex_cli("run", scan, "-o", out, *OPTIONS, failpoint=failpoint)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -110,7 +117,9 @@ def test_killed_run_resumes_to_identical_output(scan, reference, tmp_path, failp
 
 
 def test_resume_refuses_other_parameters(scan, reference):
-    with pytest.raises(ResumeMismatchError, match=r"parameters\.threshold \(output: 0\.5, now: 0\.7\)"):
+    with pytest.raises(
+        ResumeMismatchError, match=r"parameters\.threshold \(output: 0\.5, now: 0\.7\)"
+    ):
         tilex.run(scan, reference, device="cpu", threshold=0.7, resume=True, **LAYOUT)
     with pytest.raises(ResumeMismatchError, match=r"unit \(output: 128, now: 256\)"):
         tilex.run(scan, reference, device="cpu", resume=True, **{**LAYOUT, "unit": 256})
@@ -135,7 +144,9 @@ def test_resume_refuses_changed_inputs(scan, reference, tmp_path):
 
 def test_resume_of_a_complete_output_says_so(scan, reference):
     before = (reference / "tilex.json").read_text()
-    result = CliRunner().invoke(main, ["run", str(scan), "-o", str(reference), *OPTIONS, "--resume"])
+    result = CliRunner().invoke(
+        main, ["run", str(scan), "-o", str(reference), *OPTIONS, "--resume"]
+    )
     assert result.exit_code == 0, result.output
     assert "already complete: nothing to resume" in result.output
     assert (reference / "tilex.json").read_text() == before
@@ -162,4 +173,6 @@ def test_a_tile_that_divides_no_unit_gives_the_same_output(scan, reference, tmp_
     one, two = open_output(out), open_output(reference)
     np.testing.assert_array_equal(one["winner"].levels[0][...], two["winner"].levels[0][...])
     # float32 rounding of the convolutions, stretched by the normalisation (3.5e-6 seen)
-    np.testing.assert_allclose(one["score"].levels[0][...], two["score"].levels[0][...], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        one["score"].levels[0][...], two["score"].levels[0][...], rtol=0, atol=1e-5
+    )

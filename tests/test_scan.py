@@ -351,9 +351,13 @@ def test_arrays_in_memory_are_a_scan():
     rng = np.random.default_rng(0)
     visible = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)  # channels last
     ir = rng.random((20, 30), dtype=np.float32)
-    scan = open_scan(visible=visible, bands=[("ir", 1000, ir), ("uv", None, (ir * 65535).astype(np.uint16))])
+    scan = open_scan(
+        visible=visible, bands=[("ir", 1000, ir), ("uv", None, (ir * 65535).astype(np.uint16))]
+    )
     v, b = scan.read_region(5, 15, 10, 30)
-    np.testing.assert_allclose(v, np.moveaxis(visible, -1, 0)[:, 5:15, 10:30] / np.float32(255), rtol=1e-6)
+    np.testing.assert_allclose(
+        v, np.moveaxis(visible, -1, 0)[:, 5:15, 10:30] / np.float32(255), rtol=1e-6
+    )
     np.testing.assert_array_equal(b[0], ir[5:15, 10:30])
     assert scan.describe()["inputs"][1]["format"] == "array"
     ir[7, 12] = np.nan
@@ -384,10 +388,16 @@ def test_float_values_that_cannot_be_reflectance_are_refused(tmp_path, float_par
         r"manifest, or --input-range 0,65535",
     ):
         open_scan(tmp_path)
-    with pytest.raises(InputRangeError, match=r"f16.tif\) holds float values .* far outside its input "
-                       r"range \[0, 255\]"):
-        open_scan(visible=tmp_path / "visible.tif", bands=[("ir", None, tmp_path / "f16.tif")],
-                  input_range=(0, 255))
+    with pytest.raises(
+        InputRangeError,
+        match=r"f16.tif\) holds float values .* far outside its input "
+        r"range \[0, 255\]",
+    ):
+        open_scan(
+            visible=tmp_path / "visible.tif",
+            bands=[("ir", None, tmp_path / "f16.tif")],
+            input_range=(0, 255),
+        )
 
 
 def test_manifest_input_range_scales_a_float_band(tmp_path, float_parts):
@@ -397,18 +407,27 @@ def test_manifest_input_range_scales_a_float_band(tmp_path, float_parts):
     np.testing.assert_array_equal(bands[0], float_parts / np.float32(65535))
     band = scan.describe()["bands"][0]
     assert band["input_range"] == [0, 65535]
-    assert band["values"] == {"min": float(float_parts.min()), "max": float(float_parts.max()),
-                              "sampled": False}
+    assert band["values"] == {
+        "min": float(float_parts.min()),
+        "max": float(float_parts.max()),
+        "sampled": False,
+    }
 
 
 def test_input_range_argument_for_parts_and_offsets(tmp_path, float_parts):
     visible = tmp_path / "visible.tif"
-    scan = open_scan(visible=visible, bands=[("ir", 1000, tmp_path / "f16.tif")], input_range="-100,65435")
+    scan = open_scan(
+        visible=visible, bands=[("ir", 1000, tmp_path / "f16.tif")], input_range="-100,65435"
+    )
     v, bands = scan.read_region(0, H, 0, W)
     np.testing.assert_allclose(bands[0], (float_parts + 100) / 65535, rtol=1e-6)
     assert v.max() <= 1  # the uint8 visible keeps its type's range
     assert scan.describe()["visible"] | {"path": None} == {
-        "path": None, "channels": [0, 1, 2], "input_range": [0, 255], "values": None}
+        "path": None,
+        "channels": [0, 1, 2],
+        "input_range": [0, 255],
+        "values": None,
+    }
 
 
 def test_visible_entry_object_with_input_range(tmp_path, parts, write_image):
@@ -418,7 +437,9 @@ def test_visible_entry_object_with_input_range(tmp_path, parts, write_image):
     visible, _ = open_scan(tmp_path).read_region(0, H, 0, W)
     np.testing.assert_allclose(visible, np.moveaxis(rgb, -1, 0) / 255, rtol=1e-6)
     _manifest(tmp_path, visible="visible_f.tif")
-    with pytest.raises(InputRangeError, match=r"the visible image \(\S*visible_f.tif\) holds float values"):
+    with pytest.raises(
+        InputRangeError, match=r"the visible image \(\S*visible_f.tif\) holds float values"
+    ):
         open_scan(tmp_path)
 
 
@@ -428,27 +449,42 @@ def test_small_overshoot_and_noise_are_reflectance(tmp_path, write_image):
     scan = open_scan(visible=tmp_path / "v.tif", bands=[("ir", None, tmp_path / "v.tif")])
     np.testing.assert_array_equal(scan.read_region(0, H, 0, W)[1][0], data)
     write_image(tmp_path / "neg.tif", data - 0.6, "tiff")
-    with pytest.raises(InputRangeError, match=r"neg.tif\) holds float values from -0.6\d* to .*, not reflectance"):
+    with pytest.raises(
+        InputRangeError, match=r"neg.tif\) holds float values from -0.6\d* to .*, not reflectance"
+    ):
         open_scan(visible=tmp_path / "v.tif", bands=[("ir", None, tmp_path / "neg.tif")])
 
 
 def test_large_float_files_are_sampled_and_say_so(tmp_path, float_parts, monkeypatch):
     monkeypatch.setattr(value_range, "FINITE_CHECK_AT_OPEN_PX", 0)
-    with pytest.raises(InputRangeError, match=r"holds float values from \S+ to \S+ \(sampled\), not"):
+    with pytest.raises(
+        InputRangeError, match=r"holds float values from \S+ to \S+ \(sampled\), not"
+    ):
         open_scan(visible=tmp_path / "visible.tif", bands=[("ir", None, tmp_path / "f16.tif")])
-    scan = open_scan(visible=tmp_path / "visible.tif", bands=[("ir", None, tmp_path / "f16.tif")],
-                     input_range=(0, 65535))
+    scan = open_scan(
+        visible=tmp_path / "visible.tif",
+        bands=[("ir", None, tmp_path / "f16.tif")],
+        input_range=(0, 65535),
+    )
     assert scan.describe()["bands"][0]["values"]["sampled"] is True
 
 
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"bands": [{"name": "a", "file": "f16.tif", "input_range": [1, 1]}]},
-         r"bands\[0\]: input_range is \[1, 1\], expected two finite numbers LO,HI with LO < HI"),
-        ({"bands": [{"name": "a", "file": "f16.tif", "input_range": "0,255"}]}, "input_range is '0,255'"),
+        (
+            {"bands": [{"name": "a", "file": "f16.tif", "input_range": [1, 1]}]},
+            r"bands\[0\]: input_range is \[1, 1\], expected two finite numbers LO,HI with LO < HI",
+        ),
+        (
+            {"bands": [{"name": "a", "file": "f16.tif", "input_range": "0,255"}]},
+            "input_range is '0,255'",
+        ),
         ({"bands": [{"name": "a", "file": "f16.tif", "input_range": [0, None]}]}, "input_range is"),
-        ({"visible": {"file": "visible.tif", "input_range": [0, float("nan")]}}, r"visible: input_range is"),
+        (
+            {"visible": {"file": "visible.tif", "input_range": [0, float("nan")]}},
+            r"visible: input_range is",
+        ),
         ({"visible": {"path": "visible.tif"}}, r"visible has unknown key 'path'"),
     ],
 )
@@ -460,8 +496,11 @@ def test_manifest_input_range_errors(tmp_path, float_parts, changes, match):
 
 def test_input_range_is_for_float_images_only(tmp_path, parts):
     _manifest(tmp_path, bands=[{"name": "ir", "file": "ir1000.tif", "input_range": [0, 4095]}])
-    with pytest.raises(ScanError, match=r"band 'ir' \(\S*ir1000.tif\) is uint16, scaled by its type's "
-                       r"range 0..65535; an input range is for float32 images only"):
+    with pytest.raises(
+        ScanError,
+        match=r"band 'ir' \(\S*ir1000.tif\) is uint16, scaled by its type's "
+        r"range 0..65535; an input range is for float32 images only",
+    ):
         open_scan(tmp_path)
     _manifest(tmp_path)
     with pytest.raises(ScanError, match="input range 0,4095 given, but no input is float32"):

@@ -147,7 +147,11 @@ fractions = st.one_of(st.sampled_from([0.01, 0.05, 0.1, 0.25, 0.5, 1.0]), st.flo
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.tuples(st.integers(1, 700), st.integers(1, 700)), fractions, st.sampled_from([16, 32, 64, 100]))
+@given(
+    st.tuples(st.integers(1, 700), st.integers(1, 700)),
+    fractions,
+    st.sampled_from([16, 32, 64, 100]),
+)
 def test_sample_is_disjoint_squares_of_the_block_grid_inside_the_scan(shape, fraction, block):
     h, w = shape
     regions = sample_regions(shape, fraction, block)
@@ -208,9 +212,14 @@ def test_sample_depends_on_the_shape_alone():
     assert sample_regions((1000, 1300), 0.05, 64) == expected
     code = "from tilex.stats import sample_regions; print(sample_regions((1000, 1300), 0.05, 64))"
     env = {**os.environ, "PYTHONHASHSEED": "4242"}
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert other.stdout.strip() == str(expected)
-    assert sample_regions((1000, 1000), 0.1, block=256) == [(0, 256, 768, 1000), (768, 1000, 512, 768)]
+    assert sample_regions((1000, 1000), 0.1, block=256) == [
+        (0, 256, 768, 1000),
+        (768, 1000, 512, 768),
+    ]
 
 
 # --------------------------------------------------------------------------- BandStats
@@ -241,7 +250,9 @@ def test_band_stats_round_trip_through_json():
     np.testing.assert_array_equal(hi, np.float32([1.5, 2.0000002]))
 
 
-@pytest.mark.parametrize("missing", ["band_names", "lo", "hi", "clip", "sample", "pixels", "dmin", "dmax"])
+@pytest.mark.parametrize(
+    "missing", ["band_names", "lo", "hi", "clip", "sample", "pixels", "dmin", "dmax"]
+)
 def test_band_stats_from_dict_names_a_missing_key(missing):
     data = band_stats().to_dict()
     del data[missing]
@@ -251,19 +262,29 @@ def test_band_stats_from_dict_names_a_missing_key(missing):
 
 def test_band_stats_from_histogram():
     g = np.zeros((1, 4, 5), np.float32)
-    b = np.stack([np.arange(20, dtype=np.float32).reshape(1, 4, 5), np.full((1, 4, 5), 2.5, np.float32)])
+    b = np.stack(
+        [np.arange(20, dtype=np.float32).reshape(1, 4, 5), np.full((1, 4, 5), 2.5, np.float32)]
+    )
     merged = kernels.dissimilarity_histogram(g, b)
     stats = BandStats.from_histogram(merged, ("a", "b"), StatsSpec(clip=(0, 100)), 1.0, 20)
     # (0, 100) gives exactly the minima and maxima
     assert stats.lo == (0.0, 2.5) and stats.hi == (19.0, 2.5)
     assert stats.dmin == (0.0, 2.5) and stats.dmax == (19.0, 2.5)
-    assert (stats.clip, stats.sample, stats.pixels, stats.band_names) == ((0.0, 100.0), 1.0, 20, ("a", "b"))
+    assert (stats.clip, stats.sample, stats.pixels, stats.band_names) == (
+        (0.0, 100.0),
+        1.0,
+        20,
+        ("a", "b"),
+    )
     assert BandStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
 
 
 def write_manifest(folder, stats) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"output": {"ome_zarr_version": "0.5", "zarr_format": 3, "images": {}}, "stats": stats}
+    manifest = {
+        "output": {"ome_zarr_version": "0.5", "zarr_format": 3, "images": {}},
+        "stats": stats,
+    }
     (folder / "tilex.json").write_text(json.dumps(manifest))
 
 
@@ -278,7 +299,9 @@ def test_band_stats_from_output_errors(tmp_path):
     with pytest.raises(OutputError, match=r"nowhere is not a tilex output: no tilex.json"):
         BandStats.from_output(tmp_path / "nowhere")
     write_manifest(tmp_path / "pixel", None)
-    with pytest.raises(OutputError, match=r"pixel: holds no band statistics \(was it run with --norm pixel\?\)"):
+    with pytest.raises(
+        OutputError, match=r"pixel: holds no band statistics \(was it run with --norm pixel\?\)"
+    ):
         BandStats.from_output(tmp_path / "pixel")
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -296,8 +319,11 @@ def test_check_bands():
     stats = band_stats()
     stats.check_bands(("ir1000", "uv"), "a/tilex.json")
     stats.check_bands(["ir1000", "uv"], "a/tilex.json")  # any sequence
-    with pytest.raises(OutputError, match=r"statistics from a/tilex.json are for bands \['ir1000', 'uv'\] "
-                                          r"but the scan has bands \['uv', 'ir1000'\]"):
+    with pytest.raises(
+        OutputError,
+        match=r"statistics from a/tilex.json are for bands \['ir1000', 'uv'\] "
+        r"but the scan has bands \['uv', 'ir1000'\]",
+    ):
         stats.check_bands(("uv", "ir1000"), "a/tilex.json")
     with pytest.raises(OutputError, match=r"but the scan has bands \['ir1000'\]"):
         stats.check_bands(("ir1000",), "a/tilex.json")

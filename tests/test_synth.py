@@ -38,7 +38,13 @@ def scan_dir(tmp_path_factory):
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("768x1024", (768, 1024)), ("512", (512, 512)), (" 3 X 4 ", (3, 4)), ((5, 6), (5, 6)), (7, (7, 7))],
+    [
+        ("768x1024", (768, 1024)),
+        ("512", (512, 512)),
+        (" 3 X 4 ", (3, 4)),
+        ((5, 6), (5, 6)),
+        (7, (7, 7)),
+    ],
 )
 def test_parse_size(text, size):
     assert parse_size(text) == size
@@ -77,7 +83,14 @@ def test_same_seed_same_pixels_other_seed_other_pixels():
 
 
 @pytest.mark.parametrize(
-    "region", [(0, 64, 0, 64), (37, 38, 5, 600), (100, 333, 417, 700), (512, 600, 640, 700), (0, 600, 699, 700)]
+    "region",
+    [
+        (0, 64, 0, 64),
+        (37, 38, 5, 600),
+        (100, 333, 417, 700),
+        (512, 600, 640, 700),
+        (0, 600, 699, 700),
+    ],
 )
 def test_a_region_alone_equals_the_whole_image(region):
     size, bands, seed = (600, 700), 3, 11
@@ -120,18 +133,30 @@ def test_files_are_tiled_bigtiffs_matching_render(scan_dir):
     assert [b["wavelength_nm"] for b in manifest["bands"]] == wavelengths(3)
     assert all(set(b) == {"name", "file", "wavelength_nm"} for b in manifest["bands"])
     expected = render(SIZE, bands=3, seed=5)
-    files = [(manifest["visible"], np.uint8, expected.visible, 2),
-             *((b["file"], np.uint16, plane, 1) for b, plane in zip(manifest["bands"], expected.bands, strict=True)),
-             (MASK_FILE, np.uint8, expected.mask, 1)]
+    files = [
+        (manifest["visible"], np.uint8, expected.visible, 2),
+        *(
+            (b["file"], np.uint16, plane, 1)
+            for b, plane in zip(manifest["bands"], expected.bands, strict=True)
+        ),
+        (MASK_FILE, np.uint8, expected.mask, 1),
+    ]
     for name, dtype, pixels, photometric in files:
         with tifffile.TiffFile(scan_dir / name) as tif:
             page = tif.pages[0]
-            assert tif.is_bigtiff and page.is_tiled and (page.tilelength, page.tilewidth) == (128, 128)
+            assert (
+                tif.is_bigtiff and page.is_tiled and (page.tilelength, page.tilewidth) == (128, 128)
+            )
             assert page.dtype == dtype and page.photometric == photometric
             assert page.compression == tifffile.COMPRESSION.ZSTD
             np.testing.assert_array_equal(page.asarray(), pixels)
     params = json.loads((scan_dir / "synth.json").read_text())
-    assert (params["seed"], params["bands"], params["size"], params["mask"]) == (5, 3, list(SIZE), MASK_FILE)
+    assert (params["seed"], params["bands"], params["size"], params["mask"]) == (
+        5,
+        3,
+        list(SIZE),
+        MASK_FILE,
+    )
 
 
 def test_same_seed_writes_the_same_bytes(tmp_path, scan_dir):
@@ -154,8 +179,13 @@ def test_refuses_a_non_empty_folder_without_overwrite(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"tile": 100}, "multiple of 16"), ({"compression": "lzw"}, "compression"),
-     ({"bands": 0}, "bands"), ({"seed": -1}, "seed"), ({"size": "0x4"}, "size")],
+    [
+        ({"tile": 100}, "multiple of 16"),
+        ({"compression": "lzw"}, "compression"),
+        ({"bands": 0}, "bands"),
+        ({"seed": -1}, "seed"),
+        ({"size": "0x4"}, "size"),
+    ],
 )
 def test_synth_validates(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -186,16 +216,27 @@ def test_progress_reports_every_pixel(tmp_path):
 
 def test_cli_writes_a_scan(tmp_path):
     out = tmp_path / "cli"
-    result = CliRunner().invoke(main, ["synth", str(out), "--size", "64x96", "--bands", "2", "--seed", "3"])
+    result = CliRunner().invoke(
+        main, ["synth", str(out), "--size", "64x96", "--bands", "2", "--seed", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {
-        "scan.json", "synth.json", "visible.tif", "uv365.tif", "ir1700.tif", MASK_FILE}
+        "scan.json",
+        "synth.json",
+        "visible.tif",
+        "uv365.tif",
+        "ir1700.tif",
+        MASK_FILE,
+    }
     assert "hidden_mask.tif" in result.output and "scan.json" in result.output
-    np.testing.assert_array_equal(tifffile.imread(out / "ir1700.tif"), render((64, 96), 2, 3).bands[1])
+    np.testing.assert_array_equal(
+        tifffile.imread(out / "ir1700.tif"), render((64, 96), 2, 3).bands[1]
+    )
 
 
 @pytest.mark.parametrize(
-    "args", [["--size", "12x"], ["--size", "0"], ["--bands", "255"], ["--tile", "100"], ["--seed", "-2"]]
+    "args",
+    [["--size", "12x"], ["--size", "0"], ["--bands", "255"], ["--tile", "100"], ["--seed", "-2"]],
 )
 def test_cli_bad_options_exit_2(tmp_path, args):
     result = CliRunner().invoke(main, ["synth", str(tmp_path / "bad"), *args])

@@ -66,23 +66,33 @@ def test_units_tile_every_level_exactly_once(shape, unit, chunk):
         if level:  # every unit below has exactly one parent, which lists it
             below = [c for p in grid.units(level) for c in grid.children(level, p)]
             assert sorted(below) == sorted(grid.units(level - 1))
-            assert all(grid.parent(c) == p for p in grid.units(level) for c in grid.children(level, p))
+            assert all(
+                grid.parent(c) == p for p in grid.units(level) for c in grid.children(level, p)
+            )
 
 
 @settings(max_examples=60, deadline=None)
-@given(shape=shapes, unit=units, tile=st.integers(1, 20), seed=st.integers(0, 2**16), data=st.data())
+@given(
+    shape=shapes, unit=units, tile=st.integers(1, 20), seed=st.integers(0, 2**16), data=st.data()
+)
 def test_tiles_in_any_order_fill_units_exactly(shape, unit, tile, seed, data):
     grid = UnitGrid((shape,), unit)
     level = random_level(shape, seed)
     h, w = shape
-    tiles = [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
+    tiles = [
+        (y, min(y + tile, h), x, min(x + tile, w))
+        for y in range(0, h, tile)
+        for x in range(0, w, tile)
+    ]
     tiles = data.draw(st.permutations(tiles))
     buffers = {i: UnitBuffer.empty(IMAGES, 0, i, grid.region(0, i)) for i in grid.units(0)}
     for region in tiles:
         touched = grid.covering(0, region)
         newly = sum(buffers[i].place(region, crop(level, region)) for i in touched)
         assert newly == (region[1] - region[0]) * (region[3] - region[2])
-        assert all(buffers[i].place(region, crop(level, region)) == 0 for i in touched)  # repeats count once
+        assert all(
+            buffers[i].place(region, crop(level, region)) == 0 for i in touched
+        )  # repeats count once
     for buf in buffers.values():
         assert buf.complete
         for name, values in crop(level, buf.region).items():
@@ -109,7 +119,9 @@ def test_parents_from_children_reductions_equal_the_reduced_level(shape, unit, s
                 place_reduced(parent, region, reduce(IMAGES, crop(below, region)))
             assert parent.complete
             for name, values in crop(whole, parent.region).items():
-                np.testing.assert_array_equal(parent.data[name], values, err_msg=f"{name} {level} {index}")
+                np.testing.assert_array_equal(
+                    parent.data[name], values, err_msg=f"{name} {level} {index}"
+                )
         below = whole
 
 

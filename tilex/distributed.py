@@ -79,8 +79,16 @@ class WorkSpec:
     torch_threads: int | None = None
 
     @classmethod
-    def for_run(cls, scan: Any, encoder: Any, weights: Any, fusion: FusionSpec, tiling: TilingSpec,
-                sink: Any, info: RunInfo) -> WorkSpec:
+    def for_run(
+        cls,
+        scan: Any,
+        encoder: Any,
+        weights: Any,
+        fusion: FusionSpec,
+        tiling: TilingSpec,
+        sink: Any,
+        info: RunInfo,
+    ) -> WorkSpec:
         """The work of a :func:`tilex.run` whose output is the OME-Zarr ``sink``."""
         if not isinstance(sink, OmeZarrSink):
             raise OutputError("running on a cluster needs an OME-Zarr output folder (-o OUT)")
@@ -102,8 +110,15 @@ class WorkSpec:
     @property
     def key(self) -> str:
         """Identifies the encoder and scan a worker may reuse between tasks."""
-        return repr((sorted(self.scan.items()), self.weights_sha256, self.device, self.precision,
-                     self.channels_last))
+        return repr(
+            (
+                sorted(self.scan.items()),
+                self.weights_sha256,
+                self.device,
+                self.precision,
+                self.channels_last,
+            )
+        )
 
 
 def scan_recipe(scan: Any) -> dict[str, Any]:
@@ -130,7 +145,9 @@ def _open_scan(recipe: dict[str, Any]) -> Any:
     if "source" in recipe:
         return open_scan(recipe["source"], pixel_size_um=recipe.get("pixel_size_um"))
     bands = [tuple(b) for b in recipe["bands"]]
-    return open_scan(visible=recipe["visible"], bands=bands, pixel_size_um=recipe.get("pixel_size_um"))
+    return open_scan(
+        visible=recipe["visible"], bands=bands, pixel_size_um=recipe.get("pixel_size_um")
+    )
 
 
 # --------------------------------------------------------------------------- worker side
@@ -151,7 +168,9 @@ def _resources(work: WorkSpec) -> tuple[Any, Any, Any]:
                 import torch
 
                 torch.set_num_threads(work.torch_threads)
-            backend = resolve_device(work.device, precision=work.precision, channels_last=work.channels_last)
+            backend = resolve_device(
+                work.device, precision=work.precision, channels_last=work.channels_last
+            )
             encoder = build_encoder(work.weights, backend)
             if encoder.weights_sha256 != work.weights_sha256:
                 raise WeightsError(
@@ -194,8 +213,11 @@ def unit_task(index: tuple[int, int], *, work: WorkSpec, stats: BandStats | None
     if not layout.journal.has(0, index):  # else written before this worker's predecessor died
         engine = _engine(work)
         sink = UnitSink(layout, index)
-        engine.process(engine.grid.unit_tiles(layout.spec.unit, index), FuseMerger(engine.backend, work.fusion, stats),
-                       sink)
+        engine.process(
+            engine.grid.unit_tiles(layout.spec.unit, index),
+            FuseMerger(engine.backend, work.fusion, stats),
+            sink,
+        )
         sink.close()
     return (y1 - y0) * (x1 - x0)
 
@@ -226,7 +248,9 @@ def _client(cluster: ClusterSpec, device: str) -> Iterator[tuple[Any, int | None
         try:
             client = Client(cluster.scheduler, timeout="30s")
         except OSError as err:  # includes timeouts
-            raise UsageError(f"cannot reach the dask scheduler at {cluster.scheduler}: {err}") from None
+            raise UsageError(
+                f"cannot reach the dask scheduler at {cluster.scheduler}: {err}"
+            ) from None
         with client:
             yield client, None
         return
@@ -249,8 +273,9 @@ def _local_cluster(workers: int | str | None, device: str, local_cluster: Callab
         else:  # one worker per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES)
             n = None if workers == "gpus" else int(workers or 1)
             return LocalCUDACluster(n_workers=n, threads_per_worker=1, dashboard_address=None)
-    return local_cluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
-                         dashboard_address=None)
+    return local_cluster(
+        n_workers=int(workers or 1), threads_per_worker=1, processes=True, dashboard_address=None
+    )
 
 
 def run_on_cluster(
@@ -296,7 +321,9 @@ def run_on_cluster(
         except BaseException:
             sink.abort()
             raise
-    sink.close(RunResults(timings=timings, cluster={"scheduler": cluster.scheduler, "workers": workers}))
+    sink.close(
+        RunResults(timings=timings, cluster={"scheduler": cluster.scheduler, "workers": workers})
+    )
     return stats, timings
 
 
@@ -319,8 +346,9 @@ def _statistics(client: Any, work: WorkSpec, spec: StatsSpec, progress: Progress
     return BandStats.from_histogram(merged, work.info.band_names, spec, fraction, pixels)
 
 
-def _level_zero(client: Any, work: WorkSpec, stats: BandStats | None, layout: OutputLayout,
-                progress: Progress) -> None:
+def _level_zero(
+    client: Any, work: WorkSpec, stats: BandStats | None, layout: OutputLayout, progress: Progress
+) -> None:
     h, w = layout.shapes[0]
     todo = [i for i in morton_order(*layout.grid(0)) if not layout.journal.has(0, i)]
     done = h * w - sum(_area(layout.region(0, i)) for i in todo)

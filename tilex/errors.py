@@ -89,7 +89,9 @@ class OutputExistsError(OutputError, FileExistsError):
 class OutputBusyError(OutputError):
     """Another process is writing the output (see :mod:`tilex.lock`)."""
 
-    def __init__(self, message: str, *, path: object | None = None, holder: dict | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: object | None = None, holder: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.holder = holder or {}  # pid, host and start time of the process writing it

@@ -26,7 +26,14 @@ from typing import Any
 from tilex.device import Backend
 from tilex.grid import Tile, TileGrid
 
-__all__ = ["GPU_HINT_S", "WorkEstimate", "estimate_work", "log_work_ahead", "tile_advice", "time_trial"]
+__all__ = [
+    "GPU_HINT_S",
+    "WorkEstimate",
+    "estimate_work",
+    "log_work_ahead",
+    "tile_advice",
+    "time_trial",
+]
 
 log = logging.getLogger("tilex")
 
@@ -90,13 +97,21 @@ class WorkEstimate:
         h, w = self.shape
         passes = []
         if self.stats_fraction is not None:
-            passes.append(f"a statistics pass over {100 * self.stats_fraction:.3g}% of it "
-                          f"({self.stats_fraction * self.pixels / 1e6:.1f} Mpx)")
+            passes.append(
+                f"a statistics pass over {100 * self.stats_fraction:.3g}% of it "
+                f"({self.stats_fraction * self.pixels / 1e6:.1f} Mpx)"
+            )
         halo = self.main_read / max(1, self.pixels) - 1
-        passes.append(f"the main pass over {self.tiles:,} tile{'s' * (self.tiles != 1)} of {self.tile} px "
-                      f"(read with a {self.halo} px halo: {halo:+.1%} pixels)")
+        passes.append(
+            f"the main pass over {self.tiles:,} tile{'s' * (self.tiles != 1)} of {self.tile} px "
+            f"(read with a {self.halo} px halo: {halo:+.1%} pixels)"
+        )
         th, tw = self.trial_shape
-        times = [f"statistics about {_duration(self.stats_s)}"] if self.stats_fraction is not None else []
+        times = (
+            [f"statistics about {_duration(self.stats_s)}"]
+            if self.stats_fraction is not None
+            else []
+        )
         times.append(f"main pass about {_duration(self.main_s)}")
         lines = [
             f"work ahead: {h}x{w} scan ({self.pixels / 1e6:.1f} Mpx): {', then '.join(passes)}",
@@ -104,14 +119,22 @@ class WorkEstimate:
             f"{', '.join(times)}; {_duration(self.total_s)} of encoding in all",
         ]
         if self.gpu_hint:
-            lines.append("that is long for a CPU: on an NVIDIA GPU, --device cuda is far faster "
-                         "(install the GPU extra: README, Install)")
+            lines.append(
+                "that is long for a CPU: on an NVIDIA GPU, --device cuda is far faster "
+                "(install the GPU extra: README, Install)"
+            )
         return lines
 
 
-def estimate_work(grid: TileGrid, *, stats_fraction: float | None, stats_block: int,
-                  trial: tuple[float, tuple[int, int]], device: str,
-                  skip: Callable[[Tile], bool] | None = None) -> WorkEstimate:
+def estimate_work(
+    grid: TileGrid,
+    *,
+    stats_fraction: float | None,
+    stats_block: int,
+    trial: tuple[float, tuple[int, int]],
+    device: str,
+    skip: Callable[[Tile], bool] | None = None,
+) -> WorkEstimate:
     """The :class:`WorkEstimate` of a run on ``grid`` from a timed trial tile.
 
     Parameters
@@ -140,13 +163,31 @@ def estimate_work(grid: TileGrid, *, stats_fraction: float | None, stats_block: 
         grown = (stats_block + 2 * grid.halo) ** 2 / stats_block**2
         stats_read = round(stats_fraction * grid.shape[0] * grid.shape[1] * grown)
     seconds, shape = trial
-    return WorkEstimate(tuple(grid.shape), grid.tile, grid.halo, tiles, main_read, stats_fraction,
-                        stats_read, float(seconds), tuple(shape), device)
+    return WorkEstimate(
+        tuple(grid.shape),
+        grid.tile,
+        grid.halo,
+        tiles,
+        main_read,
+        stats_fraction,
+        stats_read,
+        float(seconds),
+        tuple(shape),
+        device,
+    )
 
 
-def time_trial(encoder: Any, backend: Backend, tile: int, n_bands: int,
-               shape: tuple[int, int] | None = None, *, budget_s: float = 1.0, tries: int = 3,
-               clock: Callable[[], float] = time.perf_counter) -> tuple[float, tuple[int, int]]:
+def time_trial(
+    encoder: Any,
+    backend: Backend,
+    tile: int,
+    n_bands: int,
+    shape: tuple[int, int] | None = None,
+    *,
+    budget_s: float = 1.0,
+    tries: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, tuple[int, int]]:
     """Seconds one encode of a full tile (core, halo, every band) takes on ``backend``, and its shape.
 
     The tile is clipped to a scan of ``shape``.  It is encoded twice, and
@@ -163,8 +204,9 @@ def time_trial(encoder: Any, backend: Backend, tile: int, n_bands: int,
     return min(times), trial
 
 
-def log_work_ahead(engine: Any, stats_fraction: float | None, *,
-                   skip: Callable[[Tile], bool] | None = None) -> WorkEstimate | None:
+def log_work_ahead(
+    engine: Any, stats_fraction: float | None, *, skip: Callable[[Tile], bool] | None = None
+) -> WorkEstimate | None:
     """Log the work ahead of ``engine`` at INFO, after a timed trial tile.
 
     Nothing is timed nor logged when INFO is not shown (``tilex -q``, or
@@ -174,10 +216,21 @@ def log_work_ahead(engine: Any, stats_fraction: float | None, *,
         return None
     from tilex.stats import BLOCK
 
-    trial = time_trial(engine.encoder, engine.backend, engine.tiling.tile, engine.scan.n_bands,
-                       tuple(engine.scan.shape))
-    work = estimate_work(engine.grid, stats_fraction=stats_fraction, stats_block=BLOCK, trial=trial,
-                         device=engine.backend.name, skip=skip)
+    trial = time_trial(
+        engine.encoder,
+        engine.backend,
+        engine.tiling.tile,
+        engine.scan.n_bands,
+        tuple(engine.scan.shape),
+    )
+    work = estimate_work(
+        engine.grid,
+        stats_fraction=stats_fraction,
+        stats_block=BLOCK,
+        trial=trial,
+        device=engine.backend.name,
+        skip=skip,
+    )
     for line in work.lines():
         log.info("%s", line)
     return work
@@ -198,9 +251,11 @@ def tile_advice(grid: TileGrid, suggested: int) -> str | None:
     if ratio <= WASTE_RATIO:
         return None
     better = TileGrid(grid.shape, suggested, grid.halo).read_pixels / (h * w)
-    return (f"tile {grid.tile} px reads {ratio:.1f}x the pixels it keeps (a {grid.halo} px halo on "
-            f"every side): {1 - 1 / ratio:.0%} of the encoding is wasted; use --tile {suggested} "
-            f"(reads {better:.2f}x) or larger")
+    return (
+        f"tile {grid.tile} px reads {ratio:.1f}x the pixels it keeps (a {grid.halo} px halo on "
+        f"every side): {1 - 1 / ratio:.0%} of the encoding is wasted; use --tile {suggested} "
+        f"(reads {better:.2f}x) or larger"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -32,7 +32,14 @@ __all__ = [
     "DEFAULT_CHUNK",
     "DEFAULT_TILE",
     "DEFAULT_UNIT",
-    "Region", "Tile", "TileGrid", "clamp_tile", "morton_order", "region_with_halo", "unit_of"]
+    "Region",
+    "Tile",
+    "TileGrid",
+    "clamp_tile",
+    "morton_order",
+    "region_with_halo",
+    "unit_of",
+]
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1, half-open
 
@@ -122,7 +129,9 @@ class TileGrid:
         >>> TileGrid((1000, 1000), tile=500, halo=10).read_pixels  # 2 x (500 + 10) per axis
         1040400
         """
-        return _read_length(self.shape[0], self.tile, self.halo) * _read_length(self.shape[1], self.tile, self.halo)
+        return _read_length(self.shape[0], self.tile, self.halo) * _read_length(
+            self.shape[1], self.tile, self.halo
+        )
 
     def tile_at(self, row: int, col: int) -> Tile:
         """The tile at ``(row, col)`` of the grid anchored at (0, 0)."""
@@ -175,8 +184,12 @@ class TileGrid:
         for i, ty in enumerate(range(y0, y1, t)):
             for j, tx in enumerate(range(x0, x1, t)):
                 core = (ty, min(ty + t, y1), tx, min(tx + t, x1))
-                yield Tile(index[0] * per + i, index[1] * per + j, core,
-                           region_with_halo(core, self.halo, self.shape))
+                yield Tile(
+                    index[0] * per + i,
+                    index[1] * per + j,
+                    core,
+                    region_with_halo(core, self.halo, self.shape),
+                )
 
 
 def region_with_halo(region: Region, halo: int, shape: tuple[int, int]) -> Region:
@@ -194,7 +207,12 @@ def region_with_halo(region: Region, halo: int, shape: tuple[int, int]) -> Regio
 
 def _unit_region(index: tuple[int, int], unit: int, shape: tuple[int, int]) -> Region:
     h, w = shape
-    return index[0] * unit, min((index[0] + 1) * unit, h), index[1] * unit, min((index[1] + 1) * unit, w)
+    return (
+        index[0] * unit,
+        min((index[0] + 1) * unit, h),
+        index[1] * unit,
+        min((index[1] + 1) * unit, w),
+    )
 
 
 def _read_length(n: int, tile: int, halo: int) -> int:

@@ -132,9 +132,17 @@ def run(
         backend = resolve_device(plan.device.device, precision=plan.device.precision)
         encoder = build_encoder(plan.weights, backend)
         plan = _resolve(plan, backend, encoder, tuple(scan.shape), scan.n_bands, sink.write_unit)
-        engine = Engine(scan, encoder, backend, fusion=plan.fusion, tiling=plan.tiling, progress=progress)
-        log.debug("scan %dx%d, %d bands, tile %d, halo %d, device %s",
-                  *scan.shape, scan.n_bands, plan.tiling.tile, encoder.radius, backend.name)
+        engine = Engine(
+            scan, encoder, backend, fusion=plan.fusion, tiling=plan.tiling, progress=progress
+        )
+        log.debug(
+            "scan %dx%d, %d bands, tile %d, halo %d, device %s",
+            *scan.shape,
+            scan.n_bands,
+            plan.tiling.tile,
+            encoder.radius,
+            backend.name,
+        )
         fraction = reused.sample if reused else plan.statistics.fraction_for(tuple(scan.shape))
         info = RunInfo(
             shape=tuple(scan.shape),
@@ -143,25 +151,46 @@ def run(
             channels=encoder.channels,
             pixel_size_um=scan.pixel_size_um,
             keep_normalised=plan.fusion.keep_normalised,
-            provenance=_provenance(scan, encoder, backend, plan, reused,
-                                   fraction if plan.needs_statistics else None),
+            provenance=_provenance(
+                scan, encoder, backend, plan, reused, fraction if plan.needs_statistics else None
+            ),
         )
         resumable = isinstance(sink, ResumableSink)
         prepared = sink.prepare(info) if resumable else Prepared()
-        saved = BandStats.from_dict(prepared.stats) if prepared.stats and plan.needs_statistics else None
+        saved = (
+            BandStats.from_dict(prepared.stats)
+            if prepared.stats and plan.needs_statistics
+            else None
+        )
         if prepared.complete:
             log.info("%s is already complete: nothing to resume", out_path)
-            return RunReport(out=out_path, shape=tuple(scan.shape), stats=saved, timings={"total_s": 0.0},
-                             sink=sink, already_complete=True, plan=plan)
+            return RunReport(
+                out=out_path,
+                shape=tuple(scan.shape),
+                stats=saved,
+                timings={"total_s": 0.0},
+                sink=sink,
+                already_complete=True,
+                plan=plan,
+            )
         if plan.cluster is not None:
             from tilex.distributed import WorkSpec, run_on_cluster
 
-            work = WorkSpec.for_run(scan, encoder, plan.weights, plan.fusion, plan.tiling, sink, info)
-            stats, timings = run_on_cluster(plan.cluster, work, sink, info, plan.statistics, saved or reused,
-                                            progress=progress)
+            work = WorkSpec.for_run(
+                scan, encoder, plan.weights, plan.fusion, plan.tiling, sink, info
+            )
+            stats, timings = run_on_cluster(
+                plan.cluster, work, sink, info, plan.statistics, saved or reused, progress=progress
+            )
             timings["total_s"] = time.perf_counter() - started
-            return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink,
-                             plan=plan)
+            return RunReport(
+                out=out_path,
+                shape=tuple(scan.shape),
+                stats=stats,
+                timings=timings,
+                sink=sink,
+                plan=plan,
+            )
 
         skip = sink.skip if resumable and plan.output.resume else None
         fresh = plan.needs_statistics and not (saved or reused)
@@ -172,8 +201,14 @@ def run(
             info = replace(info, stats=stats.to_dict())  # saved in OUT as the main pass opens it
         engine.run(sink, info, stats, skip=skip)
         timings = dict(engine.timings, total_s=time.perf_counter() - started)
-        return RunReport(out=out_path, shape=tuple(scan.shape), stats=stats, timings=timings, sink=sink,
-                         plan=plan)
+        return RunReport(
+            out=out_path,
+            shape=tuple(scan.shape),
+            stats=stats,
+            timings=timings,
+            sink=sink,
+            plan=plan,
+        )
 
 
 def _reused_statistics(plan: RunPlan, band_names: tuple[str, ...]) -> BandStats | None:
@@ -185,16 +220,26 @@ def _reused_statistics(plan: RunPlan, band_names: tuple[str, ...]) -> BandStats 
     return reused
 
 
-def _resolve(plan: RunPlan, backend: Backend, encoder: Any, shape: tuple[int, int], n_bands: int,
-             unit: int | None) -> RunPlan:
+def _resolve(
+    plan: RunPlan,
+    backend: Backend,
+    encoder: Any,
+    shape: tuple[int, int],
+    n_bands: int,
+    unit: int | None,
+) -> RunPlan:
     """``plan`` with the tile settled: the device's default, no longer than the scan, fitting the GPU."""
     asked = plan.tiling.tile
     plan = plan.resolve(backend.is_cuda)
     tile = clamp_tile(plan.tiling.tile, shape, unit)
     if tile != plan.tiling.tile:  # said only when the tile was asked for
-        log.log(logging.INFO if asked else logging.DEBUG,
-                "tile %d px is larger than the %dx%d scan: using %d px (one tile covers it)",
-                plan.tiling.tile, *shape, tile)
+        log.log(
+            logging.INFO if asked else logging.DEBUG,
+            "tile %d px is larger than the %dx%d scan: using %d px (one tile covers it)",
+            plan.tiling.tile,
+            *shape,
+            tile,
+        )
     if backend.is_cuda:  # lower the tile, with a message, rather than fail on out-of-memory
         tile = fit_tile(encoder, backend, tile, n_bands)
     plan.tiling.check_halo(tile, encoder.radius)
@@ -211,7 +256,9 @@ def _resolve(plan: RunPlan, backend: Backend, encoder: Any, shape: tuple[int, in
 def _measure(engine: Engine, plan: RunPlan, sink: Sink) -> BandStats:
     """The statistics pass; a failure marks the output (already laid out) failed."""
     try:
-        halo = plan.tiling.overlap if plan.tiling.feathered else None  # feathered: the tiles' context
+        halo = (
+            plan.tiling.overlap if plan.tiling.feathered else None
+        )  # feathered: the tiles' context
         return measure_statistics(engine, plan.statistics, halo=halo)
     except BaseException:
         sink.abort()
@@ -229,8 +276,14 @@ def _make_sink(out: Any, out_path: Path | None, plan: RunPlan) -> Sink:
     return OmeZarrSink(out_path, plan.layout(), overwrite=spec.overwrite, resume=spec.resume)
 
 
-def _provenance(scan: Any, encoder: Any, backend: Backend, plan: RunPlan, reused: BandStats | None,
-                stats_sample: float | None) -> dict[str, Any]:
+def _provenance(
+    scan: Any,
+    encoder: Any,
+    backend: Backend,
+    plan: RunPlan,
+    reused: BandStats | None,
+    stats_sample: float | None,
+) -> dict[str, Any]:
     """The run's record in ``tilex.json``; its scan, bands, parameters and weights fix the pixels."""
     return {
         "tilex_version": __version__,
@@ -241,8 +294,13 @@ def _provenance(scan: Any, encoder: Any, backend: Backend, plan: RunPlan, reused
             {"index": i + 1, "name": name, "wavelength_nm": wl}
             for i, (name, wl) in enumerate(zip(scan.band_names, scan.wavelengths, strict=True))
         ],
-        "parameters": plan.parameters(halo=encoder.radius, device=backend.name, stats_sample=stats_sample),
-        "weights": {"path": str(plan.weights) if plan.weights else "default", "sha256": encoder.weights_sha256},
+        "parameters": plan.parameters(
+            halo=encoder.radius, device=backend.name, stats_sample=stats_sample
+        ),
+        "weights": {
+            "path": str(plan.weights) if plan.weights else "default",
+            "sha256": encoder.weights_sha256,
+        },
         "stats": reused.to_dict() if reused else None,
         "plan": plan.to_dict(),
     }

@@ -115,7 +115,9 @@ def _acquire(out: Path, path: Path) -> int | None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise OutputError(f"cannot lock the output {out}: {path}: {err.strerror or err}") from err
+            raise OutputError(
+                f"cannot lock the output {out}: {path}: {err.strerror or err}"
+            ) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -169,4 +171,6 @@ def _busy(out: Path, holder: dict) -> OutputBusyError:
         who = f"process {holder['pid']} on host {holder.get('host', '?')} since {time.strftime(clock, since)}"
     else:
         who = "another process"
-    return OutputBusyError(f"{out} is being written by {who}; wait for it or stop it", path=out, holder=holder)
+    return OutputBusyError(
+        f"{out} is being written by {who}; wait for it or stop it", path=out, holder=holder
+    )

@@ -75,7 +75,6 @@ BLEND_MODES = ("exact", "feather")
 """``exact``: halo = encoder radius, the whole image's result (up to float32 rounding); ``feather``: cross-faded overlaps."""
 
 
-
 # --------------------------------------------------------------------------- parse helpers
 
 
@@ -211,8 +210,10 @@ class TilingSpec:
         object.__setattr__(self, "blend", _choice(self.blend, "--blend", BLEND_MODES))
         if self.blend == "exact":
             if self.overlap is not None:
-                raise PlanError("--overlap is only used with --blend feather; the exact mode's halo "
-                                "is the encoder's radius")
+                raise PlanError(
+                    "--overlap is only used with --blend feather; the exact mode's halo "
+                    "is the encoder's radius"
+                )
             return
         if self.overlap is None:
             raise PlanError("--blend feather needs --overlap PX")
@@ -296,7 +297,9 @@ class OutputSpec:
         object.__setattr__(self, "unit", unit)
         object.__setattr__(self, "chunk", chunk)
         if self.resume and self.overwrite:
-            raise PlanError("give --resume (continue OUT) or --overwrite (start OUT again), not both")
+            raise PlanError(
+                "give --resume (continue OUT) or --overwrite (start OUT again), not both"
+            )
 
 
 @dataclass(frozen=True)
@@ -318,7 +321,9 @@ class ClusterSpec:
         if self.workers is not None and self.workers != "gpus":
             workers = _integer(self.workers, "--workers", "a number of workers >= 1 or 'gpus'")
             if workers < 1:
-                raise PlanError(f"--workers must be a number of workers >= 1 or 'gpus', got {workers}")
+                raise PlanError(
+                    f"--workers must be a number of workers >= 1 or 'gpus', got {workers}"
+                )
             object.__setattr__(self, "workers", workers)
 
 
@@ -370,7 +375,9 @@ class RunPlan:
         object.__setattr__(self, "weights", _path(self.weights))
         object.__setattr__(self, "stats_from", _path(self.stats_from))
         if self.tiling.feathered and (self.output.resume or self.cluster is not None):
-            raise PlanError("--blend feather runs in one process only, without --resume or a cluster")
+            raise PlanError(
+                "--blend feather runs in one process only, without --resume or a cluster"
+            )
         if self.stats_from is not None and not self.needs_statistics:
             raise PlanError("--stats-from reuses band statistics; --norm pixel uses none")
 

@@ -132,7 +132,9 @@ def check_resumable(path: Path, manifest: Mapping[str, Any], provenance: Mapping
     )
 
 
-def check_layout_matches(path: Path, manifest: Mapping[str, Any], info: RunInfo, spec: LayoutSpec) -> None:
+def check_layout_matches(
+    path: Path, manifest: Mapping[str, Any], info: RunInfo, spec: LayoutSpec
+) -> None:
     """Refuse to resume into an output laid out otherwise (version, unit, chunk, shape).
 
     Raises
@@ -141,8 +143,16 @@ def check_layout_matches(path: Path, manifest: Mapping[str, Any], info: RunInfo,
         Naming each differing setting, the output's value and the run's.
     """
     stored = manifest["output"]
-    want = {"ome_zarr_version": spec.version, "unit": spec.unit, "chunk": spec.chunk,
-            "shape": list(info.shape)}
-    diffs = [f"{k} (output: {stored.get(k)}, now: {v})" for k, v in want.items() if stored.get(k) != v]
+    want = {
+        "ome_zarr_version": spec.version,
+        "unit": spec.unit,
+        "chunk": spec.chunk,
+        "shape": list(info.shape),
+    }
+    diffs = [
+        f"{k} (output: {stored.get(k)}, now: {v})" for k, v in want.items() if stored.get(k) != v
+    ]
     if diffs:
-        raise ResumeMismatchError(f"cannot resume {path}: its layout differs: {'; '.join(diffs)} {_HOW}")
+        raise ResumeMismatchError(
+            f"cannot resume {path}: its layout differs: {'; '.join(diffs)} {_HOW}"
+        )

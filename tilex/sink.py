@@ -68,7 +68,9 @@ class Record(dict):
     """
 
     def __init__(self, mapping: Mapping[str, Any] | None = None) -> None:
-        super().__init__({k: Record(v) if isinstance(v, Mapping) else v for k, v in (mapping or {}).items()})
+        super().__init__(
+            {k: Record(v) if isinstance(v, Mapping) else v for k, v in (mapping or {}).items()}
+        )
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a run's record is read-only: make a new one")
@@ -191,7 +193,9 @@ class MemorySink:
         self.score = np.zeros((h, w), np.float32)
         self.collage = np.zeros((info.channels, h, w), np.float32)
         self.overlay = np.zeros((3, h, w), np.uint8)
-        self.normalised = np.zeros((info.n_bands, h, w), np.float32) if info.keep_normalised else None
+        self.normalised = (
+            np.zeros((info.n_bands, h, w), np.float32) if info.keep_normalised else None
+        )
         self.written = np.zeros((h, w), np.uint16)
 
     def write(self, result: TileResult) -> None:

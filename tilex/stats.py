@@ -131,7 +131,9 @@ def sample_regions(shape: tuple[int, int], fraction: float, block: int = BLOCK) 
     if keep >= rows * cols:
         chosen = range(rows * cols)
     else:
-        by, bx = np.meshgrid(np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64), indexing="ij")
+        by, bx = np.meshgrid(
+            np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64), indexing="ij"
+        )
         keys = _splitmix64((by << np.uint64(32)) | bx).ravel()
         side = max(1, math.floor(1.0 / math.sqrt(fraction)))
         cell = (by.ravel() // np.uint64(side)) * np.uint64(cols) + bx.ravel() // np.uint64(side)
@@ -172,8 +174,9 @@ class BandStats:
     dmax: tuple[float, ...]
 
     @classmethod
-    def from_histogram(cls, merged: Any, band_names: tuple[str, ...], spec: StatsSpec, fraction: float,
-                       pixels: int) -> BandStats:
+    def from_histogram(
+        cls, merged: Any, band_names: tuple[str, ...], spec: StatsSpec, fraction: float, pixels: int
+    ) -> BandStats:
         """The ranges a merged dissimilarity histogram gives (see :mod:`tilex.engine.statistics`)."""
         from tilex import kernels
 

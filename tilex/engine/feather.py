@@ -150,11 +150,11 @@ def axis_weights(index: int, length: int, tile: int, overlap: int) -> np.ndarray
     if index > 0:  # rising ramp around the core's start e = index * tile
         start = index * tile - overlap - a  # == 0: the extent starts with the ramp
         n = min(2 * overlap, b - a - start)
-        weight[start:start + n] = rise[:n]
+        weight[start : start + n] = rise[:n]
     if index < last:  # falling ramp around the core's end
         start = (index + 1) * tile - overlap - a
         n = min(2 * overlap, b - a - start)  # clipped where the scan ends inside the ramp
-        weight[start:start + n] = 1.0 - rise[:n]
+        weight[start : start + n] = 1.0 - rise[:n]
     return weight.astype(np.float32)
 
 
@@ -194,8 +194,15 @@ class _Core:
     def finished(self) -> bool:
         return self.added == self.expected
 
-    def add(self, ext: Tile, d_t: np.ndarray, b_t: np.ndarray, gray_t: np.ndarray,
-            wy: np.ndarray, wx: np.ndarray) -> None:
+    def add(
+        self,
+        ext: Tile,
+        d_t: np.ndarray,
+        b_t: np.ndarray,
+        gray_t: np.ndarray,
+        wy: np.ndarray,
+        wx: np.ndarray,
+    ) -> None:
         """Add ``w_t d_t`` and ``w_t b_t`` over the part of ``ext`` inside this core."""
         cy0, cy1, cx0, cx1 = self.tile.core
         ey0, ey1, ex0, ex1 = ext.core
@@ -220,16 +227,17 @@ class _Core:
 
 
 def _neighbours(row: int, col: int, rows: int, cols: int) -> list[tuple[int, int]]:
-    return [(r, c) for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)
-            if 0 <= r < rows and 0 <= c < cols]
+    return [
+        (r, c)
+        for r in range(row - 1, row + 2)
+        for c in range(col - 1, col + 2)
+        if 0 <= r < rows and 0 <= c < cols
+    ]
 
 
-def _neighbours(row: int, col: int, rows: int, cols: int) -> list[tuple[int, int]]:
-    return [(r, c) for r in range(row - 1, row + 2) for c in range(col - 1, col + 2)
-            if 0 <= r < rows and 0 <= c < cols]
-
-
-def feather_order(grid: TileGrid, overlap: int, unit: int | None) -> tuple[list[list[Tile]], list[Tile]]:
+def feather_order(
+    grid: TileGrid, overlap: int, unit: int | None
+) -> tuple[list[list[Tile]], list[Tile]]:
     """Groups of cores in emission order, and the extents to encode, in the order they are needed.
 
     Cores come unit by unit (``unit`` from the sink) or row-major; each
@@ -246,7 +254,9 @@ def feather_order(grid: TileGrid, overlap: int, unit: int | None) -> tuple[list[
     done: set[tuple[int, int]] = set()
     extents: list[Tile] = []
     for group in groups:
-        need = sorted({rc for t in group for rc in _neighbours(t.row, t.col, grid.rows, grid.cols)} - done)
+        need = sorted(
+            {rc for t in group for rc in _neighbours(t.row, t.col, grid.rows, grid.cols)} - done
+        )
         done.update(need)
         for r, c in need:
             region = extent_of(r, c, grid.shape, grid.tile, overlap)
@@ -271,10 +281,19 @@ class FeatherMerger:
     group of cores once all their neighbours have arrived.
     """
 
-    def __init__(self, grid: TileGrid, overlap: int, groups: list[list[Tile]], fusion: FusionSpec,
-                 stats: BandStats | None, download) -> None:
+    def __init__(
+        self,
+        grid: TileGrid,
+        overlap: int,
+        groups: list[list[Tile]],
+        fusion: FusionSpec,
+        stats: BandStats | None,
+        download,
+    ) -> None:
         if fusion.needs_statistics and stats is None:
-            raise ValueError("norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)")
+            raise ValueError(
+                "norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)"
+            )
         self.grid, self.overlap, self.groups, self.fusion = grid, overlap, groups, fusion
         self.lo_hi = stats.arrays() if stats is not None and fusion.needs_statistics else None
         self.download = download  # the blending and the fusion run on the host
@@ -296,7 +315,9 @@ class FeatherMerger:
         for rc in _neighbours(ext.row, ext.col, rows, cols):
             core = self.open_cores.get(rc)
             if core is None:
-                core = self.open_cores[rc] = _Core(self.grid.tile_at(*rc), len(_neighbours(*rc, rows, cols)))
+                core = self.open_cores[rc] = _Core(
+                    self.grid.tile_at(*rc), len(_neighbours(*rc, rows, cols))
+                )
             core.add(ext, d_t, b_t, gray_t, wy, wx)
         while self.next_group < len(self.groups) and self._ready(self.groups[self.next_group]):
             for t in self.groups[self.next_group]:
@@ -306,8 +327,12 @@ class FeatherMerger:
             self.next_group += 1
 
     def finish(self) -> Iterator[TileResult]:
-        if self.next_group != len(self.groups) or self.open_cores:  # a planning bug, never a user error
-            raise RuntimeError(f"feathered blend left {len(self.groups) - self.next_group} unit(s) unfinished")
+        if (
+            self.next_group != len(self.groups) or self.open_cores
+        ):  # a planning bug, never a user error
+            raise RuntimeError(
+                f"feathered blend left {len(self.groups) - self.next_group} unit(s) unfinished"
+            )
         return iter(())
 
     def _ready(self, group: list[Tile]) -> bool:
@@ -328,13 +353,23 @@ class FeatherMerger:
             )  # fmt: skip
             over = kernels.overlay(np.ascontiguousarray(core.gray), fused.score)
         except Exception as err:
-            raise TileError(f"{core.tile.describe()}: fusion failed: {err}", tile=core.tile) from err
+            raise TileError(
+                f"{core.tile.describe()}: fusion failed: {err}", tile=core.tile
+            ) from err
         winner = fused.winner
         pick = np.maximum(winner.astype(np.intp) - 1, 0)[None, None]
-        collage = np.take_along_axis(core.b, np.broadcast_to(pick, (1, *core.b.shape[1:])), axis=0)[0]
+        collage = np.take_along_axis(core.b, np.broadcast_to(pick, (1, *core.b.shape[1:])), axis=0)[
+            0
+        ]
         collage[:, winner == 0] = 0.0
-        return TileResult(region=core.tile.core, winner=winner, score=fused.score, collage=collage,
-                          overlay=over, normalised=fused.normalised)
+        return TileResult(
+            region=core.tile.core,
+            winner=winner,
+            score=fused.score,
+            collage=collage,
+            overlay=over,
+            normalised=fused.normalised,
+        )
 
 
 class _Blended(FeatherMerger):
@@ -363,7 +398,9 @@ def blend(engine, overlap: int, *, unit: int | None = None) -> list[BlendedCore]
     For inspecting the blending itself (the seams of ``d``), without the fusion.
     """
     groups, extents = feather_order(engine.grid, overlap, unit)
-    merger = _Blended(engine.grid, overlap, groups, FusionSpec(norm="pixel"), None, engine.backend.download)
+    merger = _Blended(
+        engine.grid, overlap, groups, FusionSpec(norm="pixel"), None, engine.backend.download
+    )
     collect = _Collect()
     engine.process(extents, merger, collect)  # type: ignore[arg-type]
     return collect.items

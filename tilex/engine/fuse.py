@@ -29,12 +29,16 @@ from tilex.stats import BandStats
 __all__ = ["FuseMerger", "normalisation_ranges"]
 
 
-def normalisation_ranges(backend: Backend, fusion: FusionSpec, stats: BandStats | None) -> tuple[Any, Any]:
+def normalisation_ranges(
+    backend: Backend, fusion: FusionSpec, stats: BandStats | None
+) -> tuple[Any, Any]:
     """``(lo, hi)`` on the kernels' device for ``norm="band"``, ``(None, None)`` for ``"pixel"``."""
     if not fusion.needs_statistics:
         return None, None
     if stats is None:
-        raise ValueError("norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)")
+        raise ValueError(
+            "norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)"
+        )
     return tuple(backend.to_kernel(backend.upload(a)) for a in stats.arrays())  # type: ignore[return-value]
 
 

@@ -121,8 +121,14 @@ class Engine:
 
     # -- the passes -----------------------------------------------------------
 
-    def run(self, sink: Sink, info: RunInfo, stats: BandStats | None, *,
-            skip: Callable[[Tile], bool] | None = None) -> None:
+    def run(
+        self,
+        sink: Sink,
+        info: RunInfo,
+        stats: BandStats | None,
+        *,
+        skip: Callable[[Tile], bool] | None = None,
+    ) -> None:
         """The main pass into ``sink``: open it, fuse every tile, close it with the timings.
 
         Exact tiles (:class:`~tilex.engine.fuse.FuseMerger`) or feathered ones
@@ -142,12 +148,20 @@ class Engine:
                     raise ValueError("a feathered run cannot be resumed")
                 overlap = int(self.tiling.overlap or 0)
                 groups, extents = feather_order(self.grid, overlap, unit)
-                merger = FeatherMerger(self.grid, overlap, groups, self.fusion, stats, self.backend.download)
+                merger = FeatherMerger(
+                    self.grid, overlap, groups, self.fusion, stats, self.backend.download
+                )
                 self.process(extents, merger, sink, total=h * w)
             else:
                 tiles = [t for t in self.grid.tiles(unit) if not (skip and skip(t))]
                 done = h * w - sum(t.pixels for t in tiles)
-                self.process(tiles, FuseMerger(self.backend, self.fusion, stats), sink, total=h * w, done=done)
+                self.process(
+                    tiles,
+                    FuseMerger(self.backend, self.fusion, stats),
+                    sink,
+                    total=h * w,
+                    done=done,
+                )
         except BaseException:
             sink.abort()
             raise
@@ -155,8 +169,16 @@ class Engine:
 
     # -- the loop -------------------------------------------------------------
 
-    def process(self, tiles: Iterable[Any], merger: Merger, sink: Sink | None = None, *,
-                stage: str = "tiles", total: int | None = None, done: int = 0) -> None:
+    def process(
+        self,
+        tiles: Iterable[Any],
+        merger: Merger,
+        sink: Sink | None = None,
+        *,
+        stage: str = "tiles",
+        total: int | None = None,
+        done: int = 0,
+    ) -> None:
         """Run ``tiles`` through the encoder and ``merger``, handing its results to ``sink``.
 
         The sink must be open; it is neither opened, closed nor aborted here
@@ -183,7 +205,9 @@ class Engine:
 
     # -- split and infer, overlapped -------------------------------------------
 
-    def _stream(self, tiles: Iterable[Any], stage: str) -> Iterator[tuple[Any, Any, Any, np.ndarray]]:
+    def _stream(
+        self, tiles: Iterable[Any], stage: str
+    ) -> Iterator[tuple[Any, Any, Any, np.ndarray]]:
         """Yield ``(tile, g, b, visible)`` with reads running ``depth`` tiles ahead."""
         read_s = encode_s = 0.0
         tiles = iter(tiles)
@@ -244,7 +268,8 @@ class Engine:
         except Exception as err:
             if out_of_memory(err):
                 raise TileError(
-                    f"{tile.describe()}: the device ran out of memory; try a smaller --tile", tile=tile
+                    f"{tile.describe()}: the device ran out of memory; try a smaller --tile",
+                    tile=tile,
                 ) from err
             raise TileError(f"{tile.describe()}: encoding failed: {err}", tile=tile) from err
 

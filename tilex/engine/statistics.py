@@ -64,7 +64,9 @@ class Mosaic:
     def describe(self) -> str:
         y0, y1, x0, x1 = self.members[0].read
         more = len(self.members) - 1
-        return f"the statistics blocks at rows {y0}:{y1}, columns {x0}:{x1}" + (f" and {more} more" if more else "")
+        return f"the statistics blocks at rows {y0}:{y1}, columns {x0}:{x1}" + (
+            f" and {more} more" if more else ""
+        )
 
     def _origin(self, i: int) -> tuple[int, int]:
         return (i // self.per_row) * self.side, (i % self.per_row) * self.side
@@ -85,7 +87,10 @@ class Mosaic:
     def cores(self) -> list[tuple[slice, slice]]:
         core = self.side - 2 * self.halo
         return [
-            (slice(oy + self.halo, oy + self.halo + core), slice(ox + self.halo, ox + self.halo + core))
+            (
+                slice(oy + self.halo, oy + self.halo + core),
+                slice(ox + self.halo, ox + self.halo + core),
+            )
             for oy, ox in map(self._origin, range(len(self.members)))
         ]
 
@@ -111,7 +116,10 @@ def mosaics(tiles: list[Tile], halo: int, radius: int, side: int) -> list[Tile |
     read_side = inner[0].read[1] - inner[0].read[0]
     per_row = max(1, side // read_side)
     per = per_row * per_row
-    groups = [Mosaic(tuple(inner[i : i + per]), per_row, read_side, halo) for i in range(0, len(inner), per)]
+    groups = [
+        Mosaic(tuple(inner[i : i + per]), per_row, read_side, halo)
+        for i in range(0, len(inner), per)
+    ]
     return [*groups, *alone]
 
 
@@ -140,7 +148,9 @@ class HistogramMerger:
         return iter(())
 
 
-def histogram(engine: Any, regions: Iterable[Region], *, halo: int | None = None) -> tuple[Any, int]:
+def histogram(
+    engine: Any, regions: Iterable[Region], *, halo: int | None = None
+) -> tuple[Any, int]:
     """The merged dissimilarity histogram of some regions (on the host), and their pixel count.
 
     Each region is read with ``halo`` px of context (default: the encoder's
@@ -148,7 +158,10 @@ def histogram(engine: Any, regions: Iterable[Region], *, halo: int | None = None
     """
     radius = engine.encoder.radius
     halo = radius if halo is None else halo
-    tiles = [Tile(-1, -1, region, region_with_halo(region, halo, engine.scan.shape)) for region in regions]
+    tiles = [
+        Tile(-1, -1, region, region_with_halo(region, halo, engine.scan.shape))
+        for region in regions
+    ]
     total = sum(t.pixels for t in tiles)
     merger = HistogramMerger()
     side = MOSAIC_SIDE["cuda" if engine.backend.is_cuda else "cpu"]
@@ -167,7 +180,9 @@ def measure(engine: Any, spec: StatsSpec, *, halo: int | None = None) -> BandSta
     """
     fraction = spec.fraction_for(engine.scan.shape)
     start = time.perf_counter()
-    merged, total = histogram(engine, sample_regions(engine.scan.shape, fraction, spec.block), halo=halo)
+    merged, total = histogram(
+        engine, sample_regions(engine.scan.shape, fraction, spec.block), halo=halo
+    )
     stats = BandStats.from_histogram(merged, tuple(engine.scan.band_names), spec, fraction, total)
     engine.timings["stats_s"] = time.perf_counter() - start
     return stats

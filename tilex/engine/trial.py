@@ -38,8 +38,9 @@ def fit_tile(encoder: Any, backend: Backend, tile: int, n_bands: int, *, minimum
             tile //= 2
 
 
-def trial_encode(encoder: Any, backend: Backend, tile: int, n_bands: int,
-                 shape: tuple[int, int] | None = None) -> tuple[int, int]:
+def trial_encode(
+    encoder: Any, backend: Backend, tile: int, n_bands: int, shape: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """Encode one full tile of zeros (core and halo, every band), wait for it, return its shape.
 
     The tile is clipped to ``shape`` (a scan smaller than one tile) when given.

@@ -207,7 +207,9 @@ class Journal:
             self.folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(self.folder.parent)
 
-    def mark(self, level: int, index: tuple[int, int], payload: dict[str, np.ndarray] | None = None) -> None:
+    def mark(
+        self, level: int, index: tuple[int, int], payload: dict[str, np.ndarray] | None = None
+    ) -> None:
         """Record a unit as durably written (call only after its files are synced)."""
         data = b""
         if payload:

@@ -67,8 +67,14 @@ class OutputLayout:
         :class:`zarr.storage.LocalStore`).
     """
 
-    def __init__(self, path: str | os.PathLike, info: RunInfo, spec: LayoutSpec, *,
-                 store: Callable[[Path], Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        info: RunInfo,
+        spec: LayoutSpec,
+        *,
+        store: Callable[[Path], Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.info = info
         self.spec = spec
@@ -161,8 +167,12 @@ class OutputLayout:
             else:
                 kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
             self.arrays[spec.name] = [
-                zarr.create_array(store, name=f"{sub}/{k}" if sub else str(k), shape=spec.buffer_shape(h, w),
-                                  **kwargs)
+                zarr.create_array(
+                    store,
+                    name=f"{sub}/{k}" if sub else str(k),
+                    shape=spec.buffer_shape(h, w),
+                    **kwargs,
+                )
                 for k, (h, w) in enumerate(self.shapes)
             ]
         self.journal.mark_arrays()
@@ -172,8 +182,12 @@ class OutputLayout:
         for spec in self.images:
             store, sub = self._store(spec.root), spec.group
             self.arrays[spec.name] = [
-                zarr.open_array(store, path=f"{sub}/{k}" if sub else str(k), mode="r+",
-                                zarr_format=self.spec.zarr_format)  # type: ignore[arg-type]
+                zarr.open_array(
+                    store,
+                    path=f"{sub}/{k}" if sub else str(k),
+                    mode="r+",
+                    zarr_format=self.spec.zarr_format,
+                )  # type: ignore[arg-type]
                 for k in range(len(self.shapes))
             ]
 
@@ -227,7 +241,9 @@ class OutputLayout:
             for spec in self.windowed:
                 part = ngff.window_sample(data[spec.name], region, self.stride)
                 payload.update({f"{spec.name}.{k}": v for k, v in part.items()})
-        checkpoint("unit" if level == 0 else f"level{level}")  # a crash here: written, not journaled
+        checkpoint(
+            "unit" if level == 0 else f"level{level}"
+        )  # a crash here: written, not journaled
         with os_errors_name(self.journal.folder):
             self.journal.mark(level, index, payload)
 
@@ -239,8 +255,9 @@ class OutputLayout:
             for spec in self.images
         }
 
-    def assemble_parent(self, level: int, index: Index,
-                        reduced: Callable[[Index], UnitData | None] | None = None) -> UnitBuffer:
+    def assemble_parent(
+        self, level: int, index: Index, reduced: Callable[[Index], UnitData | None] | None = None
+    ) -> UnitBuffer:
         """Unit ``index`` of ``level`` from its children on ``level - 1``.
 
         Each child's reduction is ``reduced(child)`` when that is not
@@ -323,5 +340,7 @@ class OutputLayout:
 def _bands(names: Sequence[str], wavelengths: Sequence[float | None]) -> list[dict[str, Any]]:
     return [
         {"name": n, "wavelength_nm": w, "label_value": i + 1, "colour": hex_colour(c)}
-        for i, (n, w, c) in enumerate(zip(names, wavelengths, band_colours(len(names)), strict=True))
+        for i, (n, w, c) in enumerate(
+            zip(names, wavelengths, band_colours(len(names)), strict=True)
+        )
     ]

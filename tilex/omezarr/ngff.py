@@ -73,7 +73,9 @@ def axes(spec: ImageSpec, pixel_size_um: float | None) -> list[dict[str, str]]:
     return yx if spec.is_label else [{"name": "c", "type": "channel"}, *yx]
 
 
-def multiscales(spec: ImageSpec, n_levels: int, pixel_size_um: float | None, version: Version) -> dict:
+def multiscales(
+    spec: ImageSpec, n_levels: int, pixel_size_um: float | None, version: Version
+) -> dict:
     """One ``multiscales`` entry: the levels ``0 .. n_levels - 1`` with their transforms.
 
     Examples
@@ -168,14 +170,21 @@ def wrap(version: Version, attrs: dict) -> dict:
     return {"ome": {"version": "0.5", **attrs}} if version == "0.5" else attrs
 
 
-def image_attrs(spec: ImageSpec, info: RunInfo, n_levels: int, version: Version,
-                channel_windows: Sequence[Window] | None = None) -> dict:
+def image_attrs(
+    spec: ImageSpec,
+    info: RunInfo,
+    n_levels: int,
+    version: Version,
+    channel_windows: Sequence[Window] | None = None,
+) -> dict:
     """The whole group attributes of one image (wrapped for ``version``).
 
     ``channel_windows`` are the measured windows of a float image; uint8
     images (the overlay) show their full range.
     """
-    attrs: dict[str, Any] = {"multiscales": [multiscales(spec, n_levels, info.pixel_size_um, version)]}
+    attrs: dict[str, Any] = {
+        "multiscales": [multiscales(spec, n_levels, info.pixel_size_um, version)]
+    }
     if spec.is_label:
         attrs["image-label"] = image_label(info, version)
     else:

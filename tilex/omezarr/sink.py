@@ -134,10 +134,24 @@ class OmeZarrSink:
     [(2, 200, 300), (2, 100, 150), (2, 50, 75)]
     """
 
-    def __init__(self, path: str | os.PathLike, layout: LayoutSpec | None = None, *, overwrite: bool = False,
-                 resume: bool = False, workers: int = 2, version: Version | None = None, unit: int | None = None,
-                 chunk: int | None = None, compressor: Compression | None | EllipsisType = ...) -> None:
-        given = {k: v for k, v in {"version": version, "unit": unit, "chunk": chunk}.items() if v is not None}
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        layout: LayoutSpec | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        workers: int = 2,
+        version: Version | None = None,
+        unit: int | None = None,
+        chunk: int | None = None,
+        compressor: Compression | None | EllipsisType = ...,
+    ) -> None:
+        given = {
+            k: v
+            for k, v in {"version": version, "unit": unit, "chunk": chunk}.items()
+            if v is not None
+        }
         if compressor is not ...:  # None is a choice: uncompressed chunks
             given["compressor"] = compressor
         if layout is not None and given:
@@ -192,14 +206,18 @@ class OmeZarrSink:
                 self.path.mkdir(parents=True)
                 layout.write_manifest("statistics")
             except OSError as err:
-                raise OutputError(f"cannot write the output {self.path}: {err.strerror or err}") from err
+                raise OutputError(
+                    f"cannot write the output {self.path}: {err.strerror or err}"
+                ) from err
             self._enter(SinkState.PREPARED)
             return Prepared()
         manifest = read_manifest(self.path)
         check_layout_matches(self.path, manifest, info, self.spec)
         check_resumable(self.path, manifest, info.provenance)
         saved = Record(manifest["stats"]) if manifest.get("stats") else None
-        if manifest.get("state") == "complete":  # killed between "complete" and dropping the journal
+        if (
+            manifest.get("state") == "complete"
+        ):  # killed between "complete" and dropping the journal
             layout.journal.clear()
             self._enter(SinkState.COMPLETE)
             return Prepared(saved, complete=True)
@@ -254,7 +272,9 @@ class OmeZarrSink:
         if self.state != SinkState.RUNNING:
             raise OutputError(f"sink for {self.path} is not open for writing (state {self.state})")
         if self._stream is None:
-            raise OutputError(f"output {self.path} is written by the cluster's workers: write() is refused")
+            raise OutputError(
+                f"output {self.path} is written by the cluster's workers: write() is refused"
+            )
         self._stream.write(result)
 
     def close(self, results: RunResults = RunResults()) -> None:  # noqa: B008 (frozen)
@@ -366,15 +386,21 @@ class UnitSink:
         y0, y1, x0, x1 = result.region
         uy0, uy1, ux0, ux1 = self.buffer.region
         if not (uy0 <= y0 < y1 <= uy1 and ux0 <= x0 < x1 <= ux1):
-            raise OutputError(f"tile region {result.region} is outside level 0 unit {self.index} "
-                              f"{self.buffer.region}")
-        self.buffer.place(result.region, {s.name: tile_field(result, s) for s in self.layout.images})
+            raise OutputError(
+                f"tile region {result.region} is outside level 0 unit {self.index} "
+                f"{self.buffer.region}"
+            )
+        self.buffer.place(
+            result.region, {s.name: tile_field(result, s) for s in self.layout.images}
+        )
 
     def close(self, results: RunResults = RunResults()) -> None:  # noqa: B008 (frozen)
         """Write and journal the unit, if every pixel arrived (else :class:`OutputError`)."""
         if not self.buffer.complete:
-            raise OutputError(f"level 0 unit {self.index} received {self.buffer.covered} of "
-                              f"{self.buffer.area} pixels")
+            raise OutputError(
+                f"level 0 unit {self.index} received {self.buffer.covered} of "
+                f"{self.buffer.area} pixels"
+            )
         self.layout.commit_unit(0, self.index, self.buffer.data)
 
     def abort(self) -> None:

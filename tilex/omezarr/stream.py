@@ -82,7 +82,9 @@ class PyramidStream:
     def write(self, result: TileResult) -> None:
         """Copy one tile core into its units' buffers; write the units it completes."""
         if not self.grid.contains(0, result.region):
-            raise OutputError(f"tile region {result.region} is outside the output shape {self.grid.shapes[0]}")
+            raise OutputError(
+                f"tile region {result.region} is outside the output shape {self.grid.shapes[0]}"
+            )
         fields = {s.name: tile_field(result, s) for s in self.layout.images}
         for index in self.grid.covering(0, result.region):
             unit = self._unit(0, index)
@@ -148,12 +150,16 @@ class PyramidStream:
         if feeds:
             self._spill(level, parent, unit.index, self.layout.reduce(unit.data))
         self._drain(self.workers - 1)  # bounded in-flight writes, also when levels cascade
-        self._pending.append(self._pool.submit(self.layout.commit_unit, unit.level, unit.index, unit.data))
+        self._pending.append(
+            self._pool.submit(self.layout.commit_unit, unit.level, unit.index, unit.data)
+        )
         if feeds and self._ready(level, parent):
             self._complete(self._assemble(level, parent))
 
     def _spill_path(self, level: int, parent: Index, child: Index, name: str) -> Path:
-        return self.scratch / f"L{level}-{parent[0]}-{parent[1]}" / f"{child[0]}-{child[1]}-{name}.npy"
+        return (
+            self.scratch / f"L{level}-{parent[0]}-{parent[1]}" / f"{child[0]}-{child[1]}-{name}.npy"
+        )
 
     def _spill(self, level: int, parent: Index, child: Index, reduced: UnitData) -> None:
         for name, data in reduced.items():
@@ -176,7 +182,10 @@ class PyramidStream:
         def load(child: Index) -> UnitData | None:  # one child at a time: memory stays bounded
             if child not in spilled:
                 return None
-            return {s.name: np.load(self._spill_path(level, index, child, s.name)) for s in self.layout.images}
+            return {
+                s.name: np.load(self._spill_path(level, index, child, s.name))
+                for s in self.layout.images
+            }
 
         unit = self.layout.assemble_parent(level, index, load)
         shutil.rmtree(self.scratch / f"L{level}-{index[0]}-{index[1]}", ignore_errors=True)

@@ -115,7 +115,11 @@ class UnitGrid:
         """
         y0, y1, x0, x1 = region
         u = self.unit
-        return [(uy, ux) for uy in range(y0 // u, (y1 - 1) // u + 1) for ux in range(x0 // u, (x1 - 1) // u + 1)]
+        return [
+            (uy, ux)
+            for uy in range(y0 // u, (y1 - 1) // u + 1)
+            for ux in range(x0 // u, (x1 - 1) // u + 1)
+        ]
 
     def contains(self, level: int, region: Region) -> bool:
         """Whether ``region`` is a non-empty region inside ``level``."""
@@ -151,7 +155,9 @@ class UnitBuffer:
     covered: int = 0
 
     @classmethod
-    def empty(cls, images: Sequence[ImageSpec], level: int, index: Index, region: Region) -> UnitBuffer:
+    def empty(
+        cls, images: Sequence[ImageSpec], level: int, index: Index, region: Region
+    ) -> UnitBuffer:
         """A zeroed buffer for ``region`` of every image in ``images``."""
         y0, y1, x0, x1 = region
         h, w = y1 - y0, x1 - x0
@@ -194,7 +200,9 @@ def reduce(images: Sequence[ImageSpec], data: Mapping[str, np.ndarray]) -> dict[
     return {spec.name: spec.reduce(data[spec.name]) for spec in images}
 
 
-def place_reduced(parent: UnitBuffer, child_region: Region, reduced: Mapping[str, np.ndarray]) -> int:
+def place_reduced(
+    parent: UnitBuffer, child_region: Region, reduced: Mapping[str, np.ndarray]
+) -> int:
     """Copy a child's :func:`reduce`-d images into their quarter of ``parent``; the pixels filled.
 
     ``child_region`` is the child's region on the level below; its corner is
