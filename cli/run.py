@@ -16,11 +16,11 @@ from tilex.device import PRECISIONS
 from tilex.plan import BLEND_MODES, DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_UNIT, NORMS
 
 _TILE_HELP = (
-    "Tile core side in px, any size from twice the encoder's halo (6 px for the default weights: "
-    "from 12 px); each write unit's last tiles are clipped at its edge. Tiles are read with the "
-    "halo, so small tiles mostly encode halo (warned under about 32 px). One longer than the scan "
-    f"is lowered to cover it. Default {DEFAULT_TILE['cpu']} on CPU, {DEFAULT_TILE['cuda']} on GPU "
-    "(halved while it does not fit in GPU memory)."
+    "Tile core side in px: any size of at least 16 px and twice the encoder's halo (6 px for the "
+    "default weights); each write unit's last tiles are clipped at its edge. Tiles are read with "
+    "the halo, so small tiles mostly encode halo (warned under about 32 px). One longer than the "
+    f"scan is lowered to cover it. Default {DEFAULT_TILE['cpu']} on CPU, {DEFAULT_TILE['cuda']} on "
+    "GPU (halved while it does not fit in GPU memory)."
 )
 
 
