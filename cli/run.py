@@ -157,3 +157,9 @@ def command(scan, visible, band, input_range, out, **options) -> None:
         f"wrote {report.out} ({h}x{w}, {opened.n_bands} bands) in {report.timings['total_s']:.1f} s: "
         f"{format_rate(report.megapixels_per_second)}"
     )
+    found = report.found()
+    if found is not None:
+        threshold = report.plan.fusion.threshold if report.plan else None
+        click.echo(
+            f"{found.describe(tuple(opened.band_names))} (score above the threshold {threshold:g})"
+        )

@@ -56,6 +56,13 @@ def test_run_writes_a_complete_valid_output(scan, tmp_path):
     assert "wrote" in result.stdout and "Mpx/s" in result.stdout
     meta = json.loads((out / "tilex.json").read_text())
     assert meta["state"] == "complete"
+    # what was found, from the units' summaries, agrees with the arrays written
+    winner = open_output(out)["winner"].levels[0][...]
+    found = meta["found"]
+    assert found["flagged_fraction"] == (winner > 0).mean()
+    assert [b["pixels"] for b in found["bands"]] == [int((winner == i + 1).sum()) for i in range(3)]
+    assert sum(found["score_histogram"]["counts"]) == int((winner > 0).sum())
+    assert f"flagged {found['flagged_fraction']:.1%} of the scan" in result.stdout
     assert meta["parameters"]["halo"] == 6 and meta["parameters"]["tile"] == 64
     assert len(meta["stats"]["lo"]) == 3
     # level 0 on disk equals the engine's in-memory result

@@ -57,6 +57,10 @@ def tilex_cli(*args: object, failpoint: str | None = None) -> subprocess.Complet
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / "tilex.json").read_text())
+
+
 def state(out: Path) -> str:
     return json.loads((out / "tilex.json").read_text())["state"]
 
@@ -113,6 +117,7 @@ def test_killed_run_resumes_to_identical_output(
     assert state(out) == "complete"
     assert not journal.exists()
     assert_same_arrays(out, reference)
+    assert manifest_of(out)["found"] == manifest_of(reference)["found"]  # journaled per unit
     assert level0_shards(out, markers) == kept, "units finished before the kill were rewritten"
 
 

@@ -28,7 +28,9 @@ from tilex.stats import (
     AUTO_FRACTION,
     AUTO_MIN_BLOCKS,
     BLOCK,
+    SCORE_BINS,
     BandStats,
+    Found,
     StatsSpec,
     parse_clip,
     sample_regions,
@@ -327,3 +329,21 @@ def test_check_bands():
         stats.check_bands(("uv", "ir1000"), "a/tilex.json")
     with pytest.raises(OutputError, match=r"but the scan has bands \['ir1000'\]"):
         stats.check_bands(("ir1000",), "a/tilex.json")
+
+
+def test_found_adds_up_over_regions_and_says_what_was_flagged():
+    rng = np.random.default_rng(3)
+    winner = rng.integers(0, 4, (40, 30)).astype(np.uint8)
+    score = np.where(winner > 0, rng.random((40, 30)), 0).astype(np.float32)
+    whole = Found.of(score, winner, 3)
+    parts = Found.of(score[:17], winner[:17], 3).merge(Found.of(score[17:], winner[17:], 3))
+    assert parts == whole
+    assert whole.pixels == 1200 and whole.flagged_fraction == (winner > 0).mean()
+    assert sum(whole.histogram) == int((winner > 0).sum())
+    record = whole.to_dict(("a", "b", "c"))
+    assert [b["pixels"] for b in record["bands"]] == [int((winner == i).sum()) for i in (1, 2, 3)]
+    assert len(record["score_histogram"]["edges"]) == SCORE_BINS + 1
+    best = ("a", "b", "c")[int(np.argmax(whole.winners[1:]))]
+    assert f"band {best!r} wins" in whole.describe(("a", "b", "c"))
+    empty = Found.of(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), 3)
+    assert empty.describe(("a", "b", "c")) == "nothing flagged"

@@ -30,7 +30,7 @@ from tilex.grid import clamp_tile
 from tilex.lock import output_lock
 from tilex.plan import DEFAULT_TILE, RunPlan
 from tilex.sink import MemorySink, Prepared, ResumableSink, RunInfo, Sink
-from tilex.stats import BandStats
+from tilex.stats import BandStats, Found
 
 __all__ = ["RunReport", "run"]
 
@@ -48,6 +48,22 @@ class RunReport:
     sink: Sink
     already_complete: bool = False  # resume found nothing left to do
     plan: RunPlan | None = None  # as resolved for the device (tile, reader threads)
+
+    def found(self) -> Found | None:
+        """What the run flagged (:class:`tilex.stats.Found`): from the output's ``tilex.json``,
+        or from the result in memory; ``None`` for another sink."""
+        if isinstance(self.sink, MemorySink) and self.sink.info is not None:
+            return Found.of(self.sink.score, self.sink.winner, self.sink.info.n_bands)
+        if self.out is None:
+            return None
+        from tilex.omezarr import read_manifest
+
+        record = read_manifest(self.out).get("found")
+        if not record:
+            return None
+        winners = [0, *(b["pixels"] for b in record["bands"])]
+        winners[0] = record["pixels"] - sum(winners)
+        return Found(tuple(winners), tuple(record["score_histogram"]["counts"]))
 
     @property
     def megapixels_per_second(self) -> float:

@@ -54,7 +54,9 @@ __all__ = [
     "AUTO_FRACTION",
     "AUTO_MIN_BLOCKS",
     "BLOCK",
+    "SCORE_BINS",
     "BandStats",
+    "Found",
     "StatsSpec",
     "parse_clip",
     "sample_regions",
@@ -227,3 +229,79 @@ class BandStats:
                 f"statistics from {source} are for bands {list(self.band_names)} "
                 f"but the scan has bands {list(band_names)}"
             )
+
+
+SCORE_BINS = 20
+"""Bins of the score histogram in :class:`Found` (0.05 wide over [0, 1])."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a run flagged: a mergeable summary of its score and winner maps.
+
+    ``winners[i]`` counts the pixels band ``i`` wins (``winners[0]``: no band,
+    nothing flagged); ``histogram`` counts the scores of the flagged pixels in
+    :data:`SCORE_BINS` equal bins over [0, 1]. Summaries of disjoint regions
+    (the output's write units, written by any process in any order) add up to
+    the whole scan's, so the sink journals one per unit and merges them at the
+    end, resumed or not.
+
+    Examples
+    --------
+    >>> found = Found.of(np.array([[0.0, 0.7]], np.float32), np.array([[0, 2]], np.uint8), 2)
+    >>> found.flagged_fraction, found.winners
+    (0.5, (1, 0, 1))
+    """
+
+    winners: tuple[int, ...]
+    histogram: tuple[int, ...]
+
+    @classmethod
+    def of(cls, score: np.ndarray, winner: np.ndarray, n_bands: int) -> Found:
+        """The summary of one region's ``score`` and ``winner`` maps."""
+        winner = np.asarray(winner)
+        winners = np.bincount(winner.ravel(), minlength=n_bands + 1)
+        flagged = np.asarray(score).reshape(winner.shape)[winner > 0]  # score: [h, w] or [1, h, w]
+        counts, _ = np.histogram(flagged, bins=SCORE_BINS, range=(0.0, 1.0))
+        return cls(tuple(int(v) for v in winners), tuple(int(v) for v in counts))
+
+    def merge(self, other: Found) -> Found:
+        return Found(
+            tuple(a + b for a, b in zip(self.winners, other.winners, strict=True)),
+            tuple(a + b for a, b in zip(self.histogram, other.histogram, strict=True)),
+        )
+
+    @property
+    def pixels(self) -> int:
+        return sum(self.winners)
+
+    @property
+    def flagged_fraction(self) -> float:
+        return (self.pixels - self.winners[0]) / max(self.pixels, 1)
+
+    def to_dict(self, band_names: tuple[str, ...]) -> dict[str, Any]:
+        """For ``tilex.json``: the flagged share, each band's share, the score histogram."""
+        total = max(self.pixels, 1)
+        return {
+            "pixels": self.pixels,
+            "flagged_fraction": self.flagged_fraction,
+            "bands": [
+                {"band": name, "pixels": n, "fraction": n / total}
+                for name, n in zip(band_names, self.winners[1:], strict=True)
+            ],
+            "score_histogram": {
+                "edges": [round(i / SCORE_BINS, 6) for i in range(SCORE_BINS + 1)],
+                "counts": list(self.histogram),
+            },
+        }
+
+    def describe(self, band_names: tuple[str, ...]) -> str:
+        """One line for people: how much is flagged, and by which band most."""
+        if self.pixels == self.winners[0]:
+            return "nothing flagged"
+        most = int(np.argmax(self.winners[1:]))
+        share = self.winners[1 + most] / max(self.pixels - self.winners[0], 1)
+        return (
+            f"flagged {self.flagged_fraction:.1%} of the scan; band {band_names[most]!r} "
+            f"wins {share:.0%} of that"
+        )

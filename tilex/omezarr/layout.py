@@ -46,6 +46,7 @@ from tilex.omezarr.journal import Journal, fsync_files, os_errors_name, write_js
 from tilex.omezarr.units import Index, UnitBuffer, UnitGrid, place_reduced, reduce
 from tilex.resume import fingerprint
 from tilex.sink import RunInfo, RunResults
+from tilex.stats import SCORE_BINS, Found
 
 __all__ = ["OutputLayout"]
 
@@ -241,6 +242,9 @@ class OutputLayout:
             for spec in self.windowed:
                 part = ngff.window_sample(data[spec.name], region, self.stride)
                 payload.update({f"{spec.name}.{k}": v for k, v in part.items()})
+            found = Found.of(data["score"], data["winner"], self.info.n_bands)
+            payload["found.winners"] = np.asarray(found.winners, np.int64)
+            payload["found.histogram"] = np.asarray(found.histogram, np.int64)
         checkpoint(
             "unit" if level == 0 else f"level{level}"
         )  # a crash here: written, not journaled
@@ -284,6 +288,17 @@ class OutputLayout:
                 found.append({k: payload[f"{name}.{k}"] for k in ("sample", "lo", "hi")})
         return {s.name: ngff.windows(int(s.channels or 1), parts[s.name]) for s in self.windowed}
 
+    def found(self) -> Found:
+        """What the run flagged, merged from the level-0 journal payloads (resumed or not)."""
+        total = Found((0,) * (self.info.n_bands + 1), (0,) * SCORE_BINS)
+        for index in self.units(0):
+            payload = self.journal.payload(0, index)
+            part = Found(
+                tuple(payload["found.winners"].tolist()), tuple(payload["found.histogram"].tolist())
+            )
+            total = total.merge(part)
+        return total
+
     def write_group_metadata(self) -> None:
         """``multiscales``, ``omero`` and ``image-label`` of every image; labels first."""
         windows = self.windows()
@@ -320,6 +335,8 @@ class OutputLayout:
             "pixel_size_um": info.pixel_size_um,
             "writer": f"tilex {__version__}",
         }
+        if state == "complete" and self.journal.has_arrays():  # journaled units: summarise them
+            manifest["found"] = self.found().to_dict(tuple(info.band_names))
         manifest["resume"] = fingerprint(info.provenance)
         return manifest
 
