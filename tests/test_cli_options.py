@@ -76,9 +76,10 @@ def test_run_tells_the_work_ahead_and_its_unit(scan, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "tilex: work ahead: 200x150 scan (0.0 Mpx)" in result.stderr
     assert "trial tile encoded in" in result.stderr and "--device cuda" not in result.stderr
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith(f"wrote {tmp_path / 'out'} (200x150, 3 bands) in ")
-    assert last.endswith(" Mpx/s (scan pixels)")
+    wrote = next(line for line in result.stdout.splitlines() if line.startswith("wrote "))
+    assert wrote.startswith(f"wrote {tmp_path / 'out'} (200x150, 3 bands) in ")
+    assert wrote.endswith(" Mpx/s (scan pixels)")
+    assert result.stdout.strip().splitlines()[-1].startswith("flagged ")
 
 
 def test_a_tile_longer_than_the_scan_is_lowered(scan, tmp_path):
