@@ -171,6 +171,10 @@ def run(
                 scan, encoder, backend, plan, reused, fraction if plan.needs_statistics else None
             ),
         )
+
+        def report(stats: BandStats | None, timings: dict[str, float], **flags: bool) -> RunReport:
+            return RunReport(out_path, tuple(scan.shape), stats, timings, sink, plan=plan, **flags)
+
         resumable = isinstance(sink, ResumableSink)
         prepared = sink.prepare(info) if resumable else Prepared()
         saved = (
@@ -180,15 +184,7 @@ def run(
         )
         if prepared.complete:
             log.info("%s is already complete: nothing to resume", out_path)
-            return RunReport(
-                out=out_path,
-                shape=tuple(scan.shape),
-                stats=saved,
-                timings={"total_s": 0.0},
-                sink=sink,
-                already_complete=True,
-                plan=plan,
-            )
+            return report(saved, {"total_s": 0.0}, already_complete=True)
         if plan.cluster is not None:
             from tilex.distributed import WorkSpec, run_on_cluster
 
@@ -198,15 +194,7 @@ def run(
             stats, timings = run_on_cluster(
                 plan.cluster, work, sink, info, plan.statistics, saved or reused, progress=progress
             )
-            timings["total_s"] = time.perf_counter() - started
-            return RunReport(
-                out=out_path,
-                shape=tuple(scan.shape),
-                stats=stats,
-                timings=timings,
-                sink=sink,
-                plan=plan,
-            )
+            return report(stats, dict(timings, total_s=time.perf_counter() - started))
 
         skip = sink.skip if resumable and plan.output.resume else None
         fresh = plan.needs_statistics and not (saved or reused)
@@ -216,15 +204,7 @@ def run(
             stats = saved or reused or _measure(engine, plan, sink)
             info = replace(info, stats=stats.to_dict())  # saved in OUT as the main pass opens it
         engine.run(sink, info, stats, skip=skip)
-        timings = dict(engine.timings, total_s=time.perf_counter() - started)
-        return RunReport(
-            out=out_path,
-            shape=tuple(scan.shape),
-            stats=stats,
-            timings=timings,
-            sink=sink,
-            plan=plan,
-        )
+        return report(stats, dict(engine.timings, total_s=time.perf_counter() - started))
 
 
 def _reused_statistics(plan: RunPlan, band_names: tuple[str, ...]) -> BandStats | None:
