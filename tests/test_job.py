@@ -69,7 +69,8 @@ def test_a_sink_receives_the_provenance_and_the_results_as_values(scan):
     sink = MemorySink()
     report = tilex.run(scan, sink, device="cpu", tile=64, stats_sample=1.0)
     info = sink.info
-    assert list(info.stats["lo"]) == list(report.stats.lo)  # the statistics reach the sink in RunInfo
+    # the statistics reach the sink in RunInfo
+    assert list(info.stats["lo"]) == list(report.stats.lo)
     assert info.provenance["parameters"]["tile"] == 64
     assert json.loads(json.dumps(info.record()))["plan"]["tiling"]["tile"] == 64
     with pytest.raises(TypeError, match="read-only"):
