@@ -159,10 +159,11 @@ def axis_weights(index: int, length: int, tile: int, overlap: int) -> np.ndarray
 
 
 def extent_of(row: int, col: int, shape: tuple[int, int], tile: int, overlap: int) -> Region:
-    """The region tile ``(row, col)`` is encoded over: its core grown by ``overlap``, clipped."""
-    y0, y1 = _span(row, shape[0], tile, overlap)
-    x0, x1 = _span(col, shape[1], tile, overlap)
-    return y0, y1, x0, x1
+    """The region tile ``(row, col)`` is encoded over: its core grown by ``overlap``, clipped.
+
+    The grid's own halo arithmetic, with the overlap as the halo.
+    """
+    return TileGrid(shape, tile, overlap).tile_at(row, col).read
 
 
 def tile_weights(row: int, col: int, shape: tuple[int, int], tile: int, overlap: int) -> np.ndarray:
