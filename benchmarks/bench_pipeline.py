@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                 m, stats, st = bench_stats(scan, ref_enc, backend, tile, readers, rss)
                 rows.append(
                     Row.of(
-                        "statistics pass (measure_stats)",
+                        "statistics pass (measure_statistics)",
                         pixels,
                         m,
                         f"sample {st['sample']:g}; encode {st.get('stats_encode_s', 0):.1f} s, "
