@@ -12,6 +12,7 @@ import click
 from tilex.cli.options import scan_from_options, scan_options
 from tilex.cli.progress import format_rate, progress_bars
 
+from tilex.calibration import CALIBRATION_MODES, VISIBLE_ENCODINGS
 from tilex.device import PRECISIONS
 from tilex.plan import BLEND_MODES, DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_UNIT, NORMS
 
@@ -137,6 +138,22 @@ _TILE_HELP = (
     type=int,
     default=None,
     help=f"Chunk side in px on every pyramid level, a multiple of 16 (default {DEFAULT_CHUNK}).",
+)
+@click.option(
+    "--calibrate",
+    type=click.Choice(CALIBRATION_MODES),
+    default=None,
+    help="Compare each band with what the visible image predicts for it, fitted over the "
+    "statistics' sample: none (the default: with the visible image itself), gain (a gain and "
+    "offset of its linear luminance per band) or affine (an affine function of linear R, G, B "
+    "per band). Costs about twice the encoder work per pixel.",
+)
+@click.option(
+    "--visible-encoding",
+    type=click.Choice(VISIBLE_ENCODINGS),
+    default=None,
+    help="With --calibrate: how the visible image is encoded, srgb (the default: decoded to "
+    "linear light first) or linear.",
 )
 def command(scan, visible, band, input_range, out, **options) -> None:
     """Fuse SCAN (scan.json, its folder, or a multi-channel OME-TIFF/OME-Zarr) into OUT."""

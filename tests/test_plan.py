@@ -411,7 +411,7 @@ def test_to_dict_is_json():
     assert record["statistics"] == {"clip": [2.0, 98.0], "sample": None, "block": 64}
     assert record["tiling"]["tile"] == 64 and record["output"]["unit"] == DEFAULT_UNIT
     assert describe(plan) == {
-        k: v for k, v in record.items() if k not in ("device", "fusion", "output")
+        k: v for k, v in record.items() if k not in ("device", "fusion", "output", "calibration")
     }
     assert describe(RunPlan()) == {}
     feather = RunPlan.from_options(blend="feather", overlap=4).resolve(cuda=False).to_dict()

@@ -110,7 +110,8 @@ def run(
         ``stats_sample``, ``stats_from``, ``device``, ``precision``,
         ``keep_normalised``, ``ome_zarr_version``, ``overwrite``,
         ``readers``, ``blend``, ``overlap``, ``resume``, ``scheduler``,
-        ``workers``, ``unit``, ``chunk``. See ``tilex run --help`` for each.
+        ``workers``, ``unit``, ``chunk``, ``calibrate``, ``visible_encoding``.
+        See ``tilex run --help`` for each.
 
     Returns
     -------
@@ -148,8 +149,15 @@ def run(
         backend = resolve_device(plan.device.device, precision=plan.device.precision)
         encoder = build_encoder(plan.weights, backend)
         plan = _resolve(plan, backend, encoder, tuple(scan.shape), scan.n_bands, sink.write_unit)
+        calibration = _calibrate(scan, plan)
         engine = Engine(
-            scan, encoder, backend, fusion=plan.fusion, tiling=plan.tiling, progress=progress
+            scan,
+            encoder,
+            backend,
+            fusion=plan.fusion,
+            tiling=plan.tiling,
+            progress=progress,
+            calibration=calibration,
         )
         log.debug(
             "scan %dx%d, %d bands, tile %d, halo %d, device %s",
@@ -168,7 +176,13 @@ def run(
             pixel_size_um=scan.pixel_size_um,
             keep_normalised=plan.fusion.keep_normalised,
             provenance=_provenance(
-                scan, encoder, backend, plan, reused, fraction if plan.needs_statistics else None
+                scan,
+                encoder,
+                backend,
+                plan,
+                reused,
+                fraction if plan.needs_statistics else None,
+                calibration,
             ),
         )
 
@@ -237,7 +251,9 @@ def _resolve(
             tile,
         )
     if backend.is_cuda:  # lower the tile, with a message, rather than fail on out-of-memory
-        tile = fit_tile(encoder, backend, tile, n_bands)
+        # calibrated: 2N band-path encodes per tile (each band and its prediction)
+        planes = 2 * n_bands if plan.calibration.enabled else n_bands
+        tile = fit_tile(encoder, backend, tile, planes)
     plan.tiling.check_halo(tile, encoder.radius)
     plan = replace(plan, tiling=replace(plan.tiling, tile=tile))
     suggested = clamp_tile(DEFAULT_TILE["cuda" if backend.is_cuda else "cpu"], shape, unit)
@@ -247,6 +263,29 @@ def _resolve(
     if advice:
         log.warning("%s", advice)
     return plan
+
+
+def _calibrate(scan: Any, plan: RunPlan) -> Any:
+    """The fitted :class:`~tilex.calibration.Calibration` (``None`` without ``--calibrate``).
+
+    Fitted over the statistics' sampled squares, read straight from the scan.
+    """
+    if not plan.calibration.enabled:
+        return None
+    from tilex.calibration import fit_scan
+    from tilex.stats import sample_regions
+
+    start = time.perf_counter()
+    shape = tuple(scan.shape)
+    regions = sample_regions(shape, plan.statistics.fraction_for(shape), plan.statistics.block)
+    calibration = fit_scan(scan, plan.calibration, regions)
+    log.info(
+        "calibration (%s) fitted over %d squares in %.1f s",
+        plan.calibration.mode,
+        len(regions),
+        time.perf_counter() - start,
+    )
+    return calibration
 
 
 def _measure(engine: Engine, plan: RunPlan, sink: Sink) -> BandStats:
@@ -279,9 +318,13 @@ def _provenance(
     plan: RunPlan,
     reused: BandStats | None,
     stats_sample: float | None,
+    calibration: Any = None,
 ) -> dict[str, Any]:
-    """The run's record in ``tilex.json``; its scan, bands, parameters and weights fix the pixels."""
-    return {
+    """The run's record in ``tilex.json``; its scan, bands, parameters and weights fix the pixels.
+
+    A calibrated run also records its fitted model (``calibration``).
+    """
+    record = {
         "tilex_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
@@ -300,3 +343,6 @@ def _provenance(
         "stats": reused.to_dict() if reused else None,
         "plan": plan.to_dict(),
     }
+    if calibration is not None:
+        record["calibration"] = calibration.to_dict()
+    return record

@@ -17,6 +17,9 @@ statistics :class:`~tilex.stats.StatsSpec`  percentiles and sample of the
 output     :class:`OutputSpec`  OME-Zarr version, write unit, chunk,
                                 overwrite or resume
 cluster    :class:`ClusterSpec` or ``None``  a dask.distributed cluster
+calibration :class:`~tilex.calibration.CalibrationSpec`  whether each band is
+                                compared with its prediction from the
+                                visible image (opt-in, ``--calibrate``)
 ========== ================= ============================================
 
 plus ``weights`` and ``stats_from`` (paths). Each option is checked by one
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tilex.calibration import CalibrationSpec
 from tilex.device import PRECISIONS, parse_device
 from tilex.errors import PlanError
 from tilex.grid import DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_UNIT
@@ -347,6 +351,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "chunk": ("output", "chunk"),
     "overwrite": ("output", "overwrite"),
     "resume": ("output", "resume"),
+    "calibrate": ("calibration", "mode"),
+    "visible_encoding": ("calibration", "visible"),
 }
 """Flat option name (as on the command line, ``-`` as ``_``) -> (plan field, spec field)."""
 
@@ -370,6 +376,7 @@ class RunPlan:
     cluster: ClusterSpec | None = None
     weights: Path | None = None
     stats_from: Path | None = None
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _path(self.weights))
@@ -380,6 +387,17 @@ class RunPlan:
             )
         if self.stats_from is not None and not self.needs_statistics:
             raise PlanError("--stats-from reuses band statistics; --norm pixel uses none")
+        if self.calibration.enabled:  # deliver 1 of issue 13: one process, exact tiles, fresh fit
+            if self.tiling.feathered or self.cluster is not None:
+                raise PlanError(
+                    "--calibrate runs in one process with --blend exact for now "
+                    "(not with --blend feather or a cluster)"
+                )
+            if self.stats_from is not None:
+                raise PlanError(
+                    "--calibrate measures its own statistics for now; --stats-from cannot "
+                    "be combined with it"
+                )
 
     @property
     def needs_statistics(self) -> bool:
@@ -454,7 +472,8 @@ class RunPlan:
         Takes the resolved facts a plan does not hold: the encoder's ``halo``,
         the resolved ``device`` and the statistics' sampled fraction. Feather
         options appear only when feathering, so exact outputs keep their
-        record (and their resume fingerprint) whatever the defaults.
+        record (and their resume fingerprint) whatever the defaults;
+        likewise ``calibrate`` and ``visible_encoding`` only when calibrating.
         """
         parameters: dict[str, Any] = {
             "norm": self.fusion.norm,
@@ -471,6 +490,10 @@ class RunPlan:
         }
         if self.tiling.feathered:
             parameters.update(blend="feather", overlap=self.tiling.overlap)
+        if self.calibration.enabled:  # absent when off: existing outputs keep their fingerprint
+            parameters.update(
+                calibrate=self.calibration.mode, visible_encoding=self.calibration.visible
+            )
         return parameters
 
 

@@ -154,14 +154,40 @@ class Encoder:
                 raise ValueError(
                     f"{name} is on {t.device} but the encoder runs on {self.device}; move it first"
                 )
-        n, h, w = bands.shape
-        chunk = self._chunk(n, h, w)
         with self._context():
             g = self.visible_path(self._prepare(visible[None]))[0].float().contiguous()
-            b = torch.empty((n, g.shape[0], h, w), dtype=torch.float32, device=self.device)
+        return g, self.encode_bands(bands)
+
+    def encode_bands(self, planes: torch.Tensor) -> torch.Tensor:
+        """Encode planes through the band path only: ``[M, h, w]`` -> ``[M, C, h, w]`` float32.
+
+        The calibrated comparison (:mod:`tilex.calibration`) encodes each
+        band and its prediction from the visible image with the same ``E``.
+        Planes go through in chunks of :attr:`band_batch`, as in :meth:`encode`.
+
+        Examples
+        --------
+        >>> enc = build_encoder()
+        >>> tuple(enc.encode_bands(torch.rand(6, 32, 48)).shape)
+        (6, 1, 32, 48)
+        """
+        if planes.ndim != 3:
+            raise ValueError(f"planes must be [M, h, w], got {tuple(planes.shape)}")
+        if planes.dtype != torch.float32:
+            raise TypeError(f"planes must be float32, got {planes.dtype}")
+        if planes.device != self.device:
+            raise ValueError(
+                f"planes is on {planes.device} but the encoder runs on {self.device}; move it first"
+            )
+        n, h, w = planes.shape
+        chunk = self._chunk(n, h, w)
+        with self._context():
+            b = torch.empty((n, self.channels, h, w), dtype=torch.float32, device=self.device)
             for i in range(0, n, chunk):
-                b[i : i + chunk] = self.band_path(self._prepare(bands[i : i + chunk, None])).float()
-        return g, b
+                b[i : i + chunk] = self.band_path(
+                    self._prepare(planes[i : i + chunk, None])
+                ).float()
+        return b
 
 
 def _backend(

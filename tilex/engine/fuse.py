@@ -26,7 +26,28 @@ from tilex.plan import FusionSpec
 from tilex.sink import TileResult
 from tilex.stats import BandStats
 
-__all__ = ["FuseMerger", "normalisation_ranges"]
+__all__ = ["FuseMerger", "compared", "normalisation_ranges", "winner_features"]
+
+
+def compared(g: Any, b: Any) -> tuple[Any, Any]:
+    """The kernels' ``(g, b)`` for visible features ``g [C, h, w]`` or, calibrated, ``[N, C, h, w]``.
+
+    Calibrated, band ``i`` is compared with its own prediction ``g_i``: the
+    kernels get ``zeros`` and ``b - g``, so ``|0 - (b_ic - g_ic)|`` is
+    ``|g_ic - b_ic|`` bit for bit (float32 subtraction is antisymmetric).
+    """
+    if g.ndim == 3:
+        return g, b
+    diff = b - g  # NumPy or CuPy, as the inputs
+    return np.zeros_like(g[0]), diff
+
+
+def winner_features(b: Any, winner: Any) -> Any:
+    """``b [N, C, h, w]`` of each pixel's winning band (0 where none): the collage."""
+    pick = np.maximum(winner.astype(np.intp) - 1, 0)[None, None]
+    collage = np.take_along_axis(b, np.broadcast_to(pick, (1, *b.shape[1:])), axis=0)[0]
+    collage[:, winner == 0] = 0.0
+    return collage
 
 
 def normalisation_ranges(
@@ -55,8 +76,9 @@ class FuseMerger:
         backend = self.backend
         gray = backend.to_kernel(backend.upload(luminance(visible)))
         try:
+            g, diff = compared(g, b)
             fused = kernels.fuse(
-                g, b, self.lo, self.hi,
+                g, diff, self.lo, self.hi,
                 norm=self.fusion.norm,
                 threshold=self.fusion.threshold,
                 keep_normalised=self.fusion.keep_normalised,
@@ -64,13 +86,14 @@ class FuseMerger:
             over = kernels.overlay(gray, fused.score)
         except Exception as err:
             raise TileError(f"{tile.describe()}: fusion failed: {err}", tile=tile) from err
+        collage = fused.collage if diff is b else winner_features(b, fused.winner)
         get = backend.download
         self.done += tile.pixels
         yield TileResult(
             region=tile.core,
             winner=get(fused.winner),
             score=get(fused.score),
-            collage=get(fused.collage),
+            collage=get(collage),
             overlay=get(over),
             normalised=get(fused.normalised),
         )

@@ -23,6 +23,13 @@ one writer thread hands the merger's results to the sink. At most ``depth``
 tiles wait in each queue, so memory is bounded by the tile size and the queue
 depth, never by the scan size. CPU and GPU share this code; only the
 :class:`tilex.device.Backend` value differs.
+
+With a :class:`~tilex.calibration.Calibration` the device stage encodes, for
+each band, its prediction from the visible image and the band itself, both
+through the band path ``E`` (``2N`` band encodes instead of one visible and
+``N`` band encodes); the merger then gets ``g [N, C, h, w]``, one predicted
+feature map per band, instead of the visible ``g [C, h, w]``. The prediction
+is pointwise, so the halo is unchanged.
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ class Merger(Protocol):
     """Turns encoded tiles into results (or into a summary it keeps).
 
     ``add`` receives a tile, its features on the kernels' device (``g [C, h,
-    w]``, ``b [N, C, h, w]``, cut to ``tile.crop``) and the visible pixels
+    w]``, or ``[N, C, h, w]`` when calibrated, ``b [N, C, h, w]``, cut to
+    ``tile.crop``) and the visible pixels
     under the same crop on the host (``[3, h, w]``); it returns the results
     that are finished now, in the sink's order. ``finish`` returns what is
     left. ``done`` counts the scan pixels finished so far, for progress.
@@ -96,6 +104,9 @@ class Engine:
         resolved: a tile size is required).
     progress
         Optional callback ``progress(stage, done_pixels, total_pixels)``.
+    calibration
+        A fitted :class:`tilex.calibration.Calibration`: compare each band with
+        its prediction from the visible image (``None``: with the visible image).
     """
 
     def __init__(
@@ -107,6 +118,7 @@ class Engine:
         fusion: FusionSpec = FusionSpec(),  # noqa: B008 (frozen)
         tiling: TilingSpec = TilingSpec(tile=512, readers=2),  # noqa: B008 (frozen)
         progress: Progress | None = None,
+        calibration: Any = None,
     ) -> None:
         if tiling.tile is None or tiling.readers is None:
             raise ValueError("the engine needs a resolved tiling (TilingSpec.resolve)")
@@ -115,6 +127,7 @@ class Engine:
         self.backend = backend
         self.fusion = fusion
         self.tiling = tiling
+        self.calibration = calibration
         self.progress = progress or (lambda stage, done, total: None)
         self.grid = TileGrid(tuple(scan.shape), tiling.tile, encoder.radius)
         self.timings: dict[str, float] = {}
@@ -144,6 +157,8 @@ class Engine:
         try:
             sink.open(info)
             if self.tiling.feathered:
+                if self.calibration is not None:
+                    raise ValueError("a feathered run cannot be calibrated (yet)")
                 if skip is not None:
                     raise ValueError("a feathered run cannot be resumed")
                 overlap = int(self.tiling.overlap or 0)
@@ -262,9 +277,14 @@ class Engine:
     def _encode(self, tile: Tile, visible: np.ndarray, bands: np.ndarray) -> tuple[Any, Any]:
         backend = self.backend
         try:
-            g, b = self.encoder.encode(backend.upload(visible), backend.upload(bands))
+            if self.calibration is None:
+                g, b = self.encoder.encode(backend.upload(visible), backend.upload(bands))
+            else:  # each band and its prediction through the same band path E
+                planes = np.concatenate([self.calibration.predict(visible), bands])
+                features = self.encoder.encode_bands(backend.upload(planes))
+                g, b = features[: len(bands)], features[len(bands) :]
             sy, sx = tile.crop
-            return backend.to_kernel(g[:, sy, sx]), backend.to_kernel(b[:, :, sy, sx])
+            return backend.to_kernel(g[..., sy, sx]), backend.to_kernel(b[:, :, sy, sx])
         except Exception as err:
             if out_of_memory(err):
                 raise TileError(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tilex import kernels
+from tilex.engine.fuse import compared
 from tilex.errors import TileError
 from tilex.grid import Region, Tile, region_with_halo
 from tilex.hooks import checkpoint
@@ -134,9 +135,9 @@ class HistogramMerger:
         try:
             if isinstance(item, Mosaic):  # the cores side by side: one histogram per mosaic
                 cores = item.cores()  # np.concatenate dispatches to CuPy for device arrays
-                g = np.concatenate([g[:, sy, sx] for sy, sx in cores], axis=-1)
+                g = np.concatenate([g[..., sy, sx] for sy, sx in cores], axis=-1)
                 b = np.concatenate([b[:, :, sy, sx] for sy, sx in cores], axis=-1)
-            hist = kernels.dissimilarity_histogram(g, b)
+            hist = kernels.dissimilarity_histogram(*compared(g, b))  # calibrated: g [N, C, h, w]
         except Exception as err:
             raise TileError(f"{item.describe()}: statistics failed: {err}", tile=item) from err
         self.merged = hist if self.merged is None else kernels.merge_histograms(self.merged, hist)

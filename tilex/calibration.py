@@ -1,0 +1,364 @@
+"""Whole-scan calibration: what the visible image predicts for each band.
+
+The visible image is sRGB-encoded colour; each band is linear reflectance on
+its own scale. Compared in absolute value, every coloured region differs.
+With a calibration each band ``i`` is compared with its prediction from the
+visible image instead:
+
+- the visible plane is decoded to linear light (the piecewise sRGB EOTF,
+  :func:`srgb_to_linear`) unless it is already linear (``visible="linear"``);
+- ``mode="affine"``: ``p_i = a_i . [R, G, B, 1]`` of linear RGB;
+  ``mode="gain"``: ``p_i = g_i * Y + c_i`` with ``Y`` the Rec. 709 luminance
+  of linear RGB (:data:`LINEAR_LUMA`), stored as the same 4 coefficients.
+
+The fit is least squares from float64 sums ``X^T X`` and ``X^T y`` of each
+sampled square (:func:`tilex.stats.sample_regions`, read straight from the
+scan: pointwise, so no halo and no encoder), kept per square and added up in
+the order of the squares, so the model is bit-identical whatever the tile
+size, the tile order or the grouping of squares into tasks
+(:meth:`FitSums.merge`).
+
+Robustness to the hidden content itself: :data:`REFITS` times, the pixels
+whose residual exceeds ``CUTOFF`` times a robust scale are dropped and the
+model refitted. The scale is ``1.4826 * median |r|`` (the normal-consistent
+median absolute residual), the median read from a mergeable histogram of
+``|r|`` (integer counts over float32 bit-pattern bins of relative width
+2**-7, so it too is independent of the order; the bin's upper edge is used).
+
+Examples
+--------
+>>> spec = CalibrationSpec(mode="gain")
+>>> spec.enabled, spec.visible
+(True, 'srgb')
+>>> CalibrationSpec(mode="colour")
+Traceback (most recent call last):
+...
+tilex.errors.PlanError: --calibrate must be one of none, gain, affine, got 'colour'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tilex.errors import PlanError
+from tilex.grid import Region
+
+__all__ = [
+    "CALIBRATION_MODES",
+    "CUTOFF",
+    "LINEAR_LUMA",
+    "REFITS",
+    "VISIBLE_ENCODINGS",
+    "Calibration",
+    "CalibrationSpec",
+    "FitSums",
+    "fit",
+    "fit_scan",
+    "srgb_to_linear",
+]
+
+CALIBRATION_MODES = ("none", "gain", "affine")
+VISIBLE_ENCODINGS = ("srgb", "linear")
+LINEAR_LUMA: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
+"""Rec. 709 luminance weights of *linear* red, green and blue (the gain model's ``Y``)."""
+
+REFITS = 2
+"""Robust refits after the first plain fit."""
+
+CUTOFF = 3.0
+"""Pixels with ``|r| > CUTOFF * 1.4826 * median |r|`` are dropped before a refit."""
+
+_MAD_TO_SIGMA = 1.4826
+_SHIFT = 16  # |r| histogram: bits(float32) >> 16, 2**15 bins of relative width 2**-7
+_NBINS = 1 << 15
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Whether and how bands are predicted from the visible image (``--calibrate``)."""
+
+    mode: str = "none"
+    visible: str = "srgb"
+
+    def __post_init__(self) -> None:
+        for name, option, choices in (
+            ("mode", "--calibrate", CALIBRATION_MODES),
+            ("visible", "--visible-encoding", VISIBLE_ENCODINGS),
+        ):
+            value = getattr(self, name)
+            if str(value) not in choices:
+                raise PlanError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+            object.__setattr__(self, name, str(value))
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """Linear light (float32) of sRGB-encoded values in [0, 1] (IEC 61966-2-1 EOTF).
+
+    Computed in float64 and rounded once, so every pixel gets the same bits
+    wherever it lies in the array.
+
+    Examples
+    --------
+    >>> srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0], np.float32)).round(6)
+    array([0.      , 0.003131, 0.214041, 1.      ], dtype=float32)
+    """
+    x = np.asarray(rgb, np.float64)
+    low = x / 12.92
+    high = ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4
+    return np.where(x <= 0.04045, low, high).astype(np.float32)
+
+
+def _features(visible: np.ndarray, mode: str, linearise: bool) -> np.ndarray:
+    """``X [k, h*w]`` float64: linear ``R, G, B, 1`` (affine) or ``Y, 1`` (gain)."""
+    rgb = srgb_to_linear(visible) if linearise else np.asarray(visible, np.float32)
+    rgb = rgb.reshape(3, -1).astype(np.float64)
+    ones = np.ones((1, rgb.shape[1]))
+    if mode == "gain":
+        y = LINEAR_LUMA[0] * rgb[0] + LINEAR_LUMA[1] * rgb[1] + LINEAR_LUMA[2] * rgb[2]
+        return np.concatenate([y[None], ones])
+    return np.concatenate([rgb, ones])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted model: ``p_i = c_i0 R + c_i1 G + c_i2 B + c_i3`` of linear RGB, per band.
+
+    ``coefficients`` is a tuple of 4-tuples (for ``mode="gain"``, the gain
+    times :data:`LINEAR_LUMA` and the offset); ``linearised`` says whether the
+    visible plane is decoded from sRGB first.
+
+    Examples
+    --------
+    >>> cal = Calibration("affine", True, ((0.0, 0.0, 0.0, 0.5),))
+    >>> cal.predict(np.zeros((3, 1, 2), np.float32))
+    array([[[0.5, 0.5]]], dtype=float32)
+    >>> Calibration.from_dict(cal.to_dict()) == cal
+    True
+    """
+
+    mode: str
+    linearised: bool
+    coefficients: tuple[tuple[float, float, float, float], ...]
+    inliers: tuple[int, ...] = field(default=(), compare=False)
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.coefficients)
+
+    def predict(self, visible: np.ndarray) -> np.ndarray:
+        """The predicted bands ``[N, h, w]`` float32 of a visible ``[3, h, w]`` region.
+
+        Pointwise, in a fixed order of float32 operations: a pixel's
+        prediction does not depend on the region it is read in.
+        """
+        rgb = srgb_to_linear(visible) if self.linearised else np.asarray(visible, np.float32)
+        out = np.empty((self.n_bands, *rgb.shape[1:]), np.float32)
+        for i, (r, g, b, c) in enumerate(self.coefficients):
+            p = np.float32(r) * rgb[0]
+            p += np.float32(g) * rgb[1]
+            p += np.float32(b) * rgb[2]
+            p += np.float32(c)
+            out[i] = p
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "linearised": self.linearised,
+            "coefficients": [list(c) for c in self.coefficients],
+            "inliers": list(self.inliers),
+            "refits": REFITS,
+            "cutoff": CUTOFF,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Calibration:
+        return cls(
+            str(record["mode"]),
+            bool(record["linearised"]),
+            tuple(tuple(float(v) for v in c) for c in record["coefficients"]),  # type: ignore[misc]
+            tuple(int(n) for n in record.get("inliers", ())),
+        )
+
+
+# --------------------------------------------------------------------------- the fit
+
+
+@dataclass
+class FitSums:
+    """Mergeable sums of one fitting pass, kept per sampled square (by its index).
+
+    ``normal[i]`` holds ``X^T X`` ``[N, k, k]`` and ``X^T y`` ``[N, k]`` plus the
+    pixel count ``[N]`` of square ``i``; ``hist`` the integer histogram of
+    ``|r|`` ``[N, bins]``. :meth:`merge` unites disjoint groups of squares;
+    :meth:`totals` adds the squares in index order, so the result is the same
+    bits however the squares were grouped.
+    """
+
+    normal: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    hist: np.ndarray | None = None
+
+    def merge(self, other: FitSums) -> FitSums:
+        if self.normal.keys() & other.normal.keys():
+            raise ValueError("fit sums of overlapping groups of squares cannot be merged")
+        hist = (
+            other.hist
+            if self.hist is None
+            else self.hist + (other.hist if other.hist is not None else 0)
+        )
+        return FitSums({**self.normal, **other.normal}, hist)
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        xtx = xty = count = None
+        for i in sorted(self.normal):
+            a, b, n = self.normal[i]
+            xtx, xty, count = (a, b, n) if xtx is None else (xtx + a, xty + b, count + n)
+        if xtx is None:
+            raise ValueError("no sampled square to fit the calibration from")
+        return xtx, xty, count
+
+
+def _residuals(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``|y - X a|`` ``[N, n]`` float64 for coefficients ``coef [N, k]``."""
+    return np.abs(y - coef @ x)
+
+
+def _accumulate(
+    index: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    previous: np.ndarray | None,
+    cutoff: np.ndarray | None,
+    sums: FitSums,
+    histogram: bool,
+) -> None:
+    """Add one square's contribution to ``sums`` (normal equations, or the ``|r|`` histogram)."""
+    n_bands = y.shape[0]
+    if histogram:
+        r = _residuals(x, y, previous).astype(np.float32)  # type: ignore[arg-type]
+        bins = r.view(np.uint32) >> np.uint32(_SHIFT)
+        counts = np.stack([np.bincount(bins[i], minlength=_NBINS) for i in range(n_bands)])
+        sums.hist = counts if sums.hist is None else sums.hist + counts
+        return
+    keep = np.ones(y.shape, bool)
+    if previous is not None:
+        keep = _residuals(x, y, previous) <= cutoff[:, None]  # type: ignore[index]
+    k = x.shape[0]
+    xtx = np.empty((n_bands, k, k))
+    xty = np.empty((n_bands, k))
+    for i in range(n_bands):
+        xi = np.ascontiguousarray(x[:, keep[i]])
+        yi = y[i, keep[i]]
+        # element-wise products summed along one contiguous axis: numpy's pairwise sum,
+        # the same bits for the same square whatever else was read (no BLAS blocking)
+        xtx[i] = (xi[:, None, :] * xi[None, :, :]).sum(axis=-1)
+        xty[i] = (xi * yi[None, :]).sum(axis=-1)
+    sums.normal[index] = (xtx, xty, keep.sum(axis=1))
+
+
+def _solve(xtx: np.ndarray, xty: np.ndarray) -> np.ndarray:
+    return np.stack([np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(xtx, xty, strict=True)])
+
+
+def _median_cutoff(hist: np.ndarray) -> np.ndarray:
+    """Per band ``CUTOFF * 1.4826 * median |r|`` from the histogram (the median bin's upper edge)."""
+    cum = np.cumsum(hist, axis=1)
+    half = (cum[:, -1] + 1) // 2
+    median_bin = np.array([int(np.searchsorted(c, h)) for c, h in zip(cum, half, strict=True)])
+    upper = ((median_bin.astype(np.uint64) + 1) << np.uint64(_SHIFT)).astype(np.uint32)
+    median = upper.view(np.float32).astype(np.float64)
+    return CUTOFF * _MAD_TO_SIGMA * median
+
+
+def fit(
+    squares: Sequence[tuple[np.ndarray, np.ndarray]] | Iterable[tuple[np.ndarray, np.ndarray]],
+    spec: CalibrationSpec,
+    *,
+    groups: int = 1,
+) -> Calibration:
+    """Fit ``spec``'s model to ``(visible [3, h, w], bands [N, h, w])`` squares, robustly.
+
+    ``squares`` is read once per pass (1 + 2 * :data:`REFITS` passes), so it
+    must be a sequence (or a re-iterable). ``groups`` splits the squares into
+    that many contiguous groups whose sums are merged, as a cluster would;
+    the result does not depend on it.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> vis = rng.random((3, 32, 32), dtype=np.float32)
+    >>> band = 0.5 * srgb_to_linear(vis)[1:2] + 0.1
+    >>> cal = fit([(vis, band)], CalibrationSpec("affine"))
+    >>> np.round(cal.coefficients[0], 4) + 0.0  # (+ 0.0: no -0.0)
+    array([0. , 0.5, 0. , 0.1])
+    """
+    if not spec.enabled:
+        raise ValueError("calibrate='none' fits nothing")
+    squares = list(squares) if not isinstance(squares, Sequence) else squares
+    linearise = spec.visible == "srgb"
+
+    def one_pass(previous: np.ndarray | None, cutoff: np.ndarray | None, hist: bool) -> FitSums:
+        bounds = np.linspace(0, len(squares), max(1, groups) + 1).astype(int)
+        merged = FitSums()
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):  # each group on its own
+            part = FitSums()
+            for index in range(lo, hi):
+                visible, bands = squares[index]
+                x = _features(visible, spec.mode, linearise)
+                y = np.asarray(bands, np.float64).reshape(bands.shape[0], -1)
+                _accumulate(index, x, y, previous, cutoff, part, hist)
+            merged = merged.merge(part)
+        return merged
+
+    coef, count = _fit_from(one_pass(None, None, False))
+    for _ in range(REFITS):
+        cutoff = _median_cutoff(one_pass(coef, None, True).hist)  # type: ignore[arg-type]
+        refit, kept = _fit_from(one_pass(coef, cutoff, False))
+        ok = kept >= 4 * coef.shape[1]  # too few inliers (an exact fit): keep the previous model
+        coef = np.where(ok[:, None], refit, coef)
+        count = np.where(ok, kept, count)
+    if spec.mode == "gain":
+        coef = np.concatenate([coef[:, :1] * np.array(LINEAR_LUMA), coef[:, 1:]], axis=1)
+    return Calibration(
+        spec.mode,
+        linearise,
+        tuple(tuple(float(v) for v in c) for c in coef),  # type: ignore[misc]
+        tuple(int(n) for n in count),
+    )
+
+
+def _fit_from(sums: FitSums) -> tuple[np.ndarray, np.ndarray]:
+    xtx, xty, count = sums.totals()
+    return _solve(xtx, xty), count
+
+
+class _ScanSquares(Sequence):
+    """The sampled squares of a scan, read on demand (a sequence: read once per pass)."""
+
+    def __init__(self, scan: Any, regions: list[Region]) -> None:
+        self.scan, self.regions = scan, regions
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        return self.scan.read_region(*self.regions[i])
+
+
+def fit_scan(
+    scan: Any, spec: CalibrationSpec, regions: list[Region], *, groups: int = 1
+) -> Calibration:
+    """Fit ``spec``'s model over ``regions`` of ``scan`` (those of :func:`tilex.stats.sample_regions`).
+
+    Each square is read ``1 + 2 * REFITS`` times (no halo: the model is
+    pointwise); reading is cheap next to the encoder's pass.
+    """
+    return fit(_ScanSquares(scan, regions), spec, groups=groups)
