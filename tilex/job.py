@@ -28,7 +28,7 @@ from tilex.errors import PlanError
 from tilex.estimate import log_work_ahead, tile_advice
 from tilex.grid import clamp_tile
 from tilex.lock import output_lock
-from tilex.plan import DEFAULT_TILE, RunPlan
+from tilex.plan import DEFAULT_TILE, RunPlan, describe
 from tilex.sink import MemorySink, Prepared, ResumableSink, RunInfo, Sink
 from tilex.stats import BandStats, Found
 
@@ -160,12 +160,13 @@ def run(
             calibration=calibration,
         )
         log.debug(
-            "scan %dx%d, %d bands, tile %d, halo %d, device %s",
+            "scan %dx%d, %d bands, tile %d, halo %d, device %s; options other than the defaults: %s",
             *scan.shape,
             scan.n_bands,
             plan.tiling.tile,
             encoder.radius,
             backend.name,
+            describe(plan),
         )
         fraction = reused.sample if reused else plan.statistics.fraction_for(tuple(scan.shape))
         info = RunInfo(
