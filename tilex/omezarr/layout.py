@@ -279,29 +279,25 @@ class OutputLayout:
 
     # -- metadata -------------------------------------------------------------
 
-    def windows(self) -> dict[str, list[dict[str, float]]]:
-        """Display windows of the float images, from the level-0 journal samples."""
+    def summaries(self) -> tuple[dict[str, list[dict[str, float]]], Found]:
+        """The display windows of the float images and what the run flagged.
+
+        Both merged from the level-0 journal payloads, read once (resumed or
+        cluster runs alike: every unit journaled its own share).
+        """
         parts: dict[str, list[dict]] = {s.name: [] for s in self.windowed}
+        found = Found((0,) * (self.info.n_bands + 1), (0,) * SCORE_BINS)
         for index in self.units(0):
             payload = self.journal.payload(0, index)
-            for name, found in parts.items():
-                found.append({k: payload[f"{name}.{k}"] for k in ("sample", "lo", "hi")})
-        return {s.name: ngff.windows(int(s.channels or 1), parts[s.name]) for s in self.windowed}
+            for name, samples in parts.items():
+                samples.append({k: payload[f"{name}.{k}"] for k in ("sample", "lo", "hi")})
+            winners, histogram = payload["found.winners"], payload["found.histogram"]
+            found = found.merge(Found(tuple(winners.tolist()), tuple(histogram.tolist())))
+        windows = {s.name: ngff.windows(int(s.channels or 1), parts[s.name]) for s in self.windowed}
+        return windows, found
 
-    def found(self) -> Found:
-        """What the run flagged, merged from the level-0 journal payloads (resumed or not)."""
-        total = Found((0,) * (self.info.n_bands + 1), (0,) * SCORE_BINS)
-        for index in self.units(0):
-            payload = self.journal.payload(0, index)
-            part = Found(
-                tuple(payload["found.winners"].tolist()), tuple(payload["found.histogram"].tolist())
-            )
-            total = total.merge(part)
-        return total
-
-    def write_group_metadata(self) -> None:
+    def write_group_metadata(self, windows: dict[str, list[dict[str, float]]]) -> None:
         """``multiscales``, ``omero`` and ``image-label`` of every image; labels first."""
-        windows = self.windows()
         version, fmt, n_levels = self.spec.version, self.spec.zarr_format, len(self.shapes)
         for spec in sorted(self.images, key=lambda s: not s.is_label):
             store = self._store(spec.root)
@@ -312,8 +308,10 @@ class OutputLayout:
                 labels = zarr.open_group(store, path=parent, mode="r+", zarr_format=fmt)
                 labels.attrs.update(ngff.labels_attrs([name], version))
 
-    def manifest(self, state: str, results: RunResults | None = None) -> dict[str, Any]:
-        """``tilex.json``: the run's record, its results, ``state``, the layout and the fingerprint."""
+    def manifest(
+        self, state: str, results: RunResults | None = None, found: Found | None = None
+    ) -> dict[str, Any]:
+        """``tilex.json``: the run's record, its results and findings, ``state``, the layout and the fingerprint."""
         info = self.info
         manifest = info.record()
         if results is not None:
@@ -335,21 +333,24 @@ class OutputLayout:
             "pixel_size_um": info.pixel_size_um,
             "writer": f"tilex {__version__}",
         }
-        if state == "complete" and self.journal.has_arrays():  # journaled units: summarise them
-            manifest["found"] = self.found().to_dict(tuple(info.band_names))
+        if found is not None:
+            manifest["found"] = found.to_dict(tuple(info.band_names))
         manifest["resume"] = fingerprint(info.provenance)
         return manifest
 
-    def write_manifest(self, state: str, results: RunResults | None = None) -> None:
+    def write_manifest(
+        self, state: str, results: RunResults | None = None, found: Found | None = None
+    ) -> None:
         """``tilex.json`` with ``state``, written atomically."""
         with os_errors_name(self.path / MANIFEST):
-            write_json_atomic(self.path / MANIFEST, self.manifest(state, results))
+            write_json_atomic(self.path / MANIFEST, self.manifest(state, results, found))
 
     def finish(self, results: RunResults | None = None) -> None:
         """Group metadata, then ``"state": "complete"`` (with ``results``), then the journal is dropped."""
+        windows, found = self.summaries()
         with os_errors_name(self.path):
-            self.write_group_metadata()
-            self.write_manifest("complete", results)
+            self.write_group_metadata(windows)
+            self.write_manifest("complete", results, found)
         self.journal.clear()
         shutil.rmtree(self.path / SCRATCH, ignore_errors=True)  # a killed streaming run's spills
 
