@@ -45,23 +45,12 @@ from _common import cpu_name, parse_size, print_table, section  # noqa: E402
 import tilex  # noqa: E402
 from tilex.colour import luminance  # noqa: E402
 from tilex.evaluate import evaluate_output  # noqa: E402
-from tilex.metrics import roc_auc  # noqa: E402
+from tilex.metrics import average_precision, roc_auc  # noqa: E402
 from tilex.scan import open_scan  # noqa: E402
 from tilex.synthetic import MASK_FILE  # noqa: E402
 
 REAL_SCAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "cave-oil-painting"
 HEADER = ["scene", "method", "AUC", "AP", "flagged %", "F1", "notes"]
-
-
-def average_precision(score: np.ndarray, hidden: np.ndarray) -> float:
-    """Exact step-wise AP: one threshold per distinct score, highest first."""
-    s, m = score.ravel().astype(np.float64), hidden.ravel().astype(bool)
-    order = np.argsort(-s, kind="mergesort")
-    s, m = s[order], m[order]
-    last = np.r_[s[1:] != s[:-1], True]  # the last pixel of each group of equal scores
-    tp, fp = np.cumsum(m)[last], np.cumsum(~m)[last]
-    gained = np.diff(np.r_[0, tp])
-    return float(np.sum(gained / m.sum() * tp / (tp + fp)))
 
 
 def principal_components(planes: np.ndarray, k: int = 3) -> list[np.ndarray]:

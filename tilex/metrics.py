@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["roc_auc", "score_map"]
+__all__ = ["average_precision", "roc_auc", "score_map"]
 
 
 def score_map(
@@ -63,3 +63,26 @@ def roc_auc(score: np.ndarray, mask: np.ndarray) -> float:
     ranks = np.empty_like(s)
     ranks[order] = np.repeat(mean_rank, counts)
     return float((ranks[m].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_precision(score: np.ndarray, mask: np.ndarray) -> float:
+    """Step-wise average precision of ``score`` against a binary ``mask``.
+
+    One threshold per distinct score, highest first: the precision at each
+    threshold weighted by the recall it adds (tied pixels enter together).
+
+    Examples
+    --------
+    >>> average_precision(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0]))
+    0.8333333333333333
+    """
+    s = np.asarray(score, dtype=np.float64).ravel()
+    m = np.asarray(mask).ravel().astype(bool)
+    if not m.any():
+        raise ValueError("the mask must hold hidden pixels")
+    order = np.argsort(-s, kind="mergesort")
+    s, m = s[order], m[order]
+    last = np.r_[s[1:] != s[:-1], True]  # the last pixel of each group of equal scores
+    tp, fp = np.cumsum(m)[last], np.cumsum(~m)[last]
+    gained = np.diff(np.r_[0, tp])
+    return float(np.sum(gained / m.sum() * tp / (tp + fp)))
