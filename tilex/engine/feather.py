@@ -98,6 +98,7 @@ import numpy as np
 
 from tilex import kernels
 from tilex.colour import luminance
+from tilex.engine.fuse import winner_features
 from tilex.errors import TileError
 from tilex.grid import Region, Tile, TileGrid, unit_of
 from tilex.plan import FusionSpec
@@ -357,17 +358,11 @@ class FeatherMerger:
             raise TileError(
                 f"{core.tile.describe()}: fusion failed: {err}", tile=core.tile
             ) from err
-        winner = fused.winner
-        pick = np.maximum(winner.astype(np.intp) - 1, 0)[None, None]
-        collage = np.take_along_axis(core.b, np.broadcast_to(pick, (1, *core.b.shape[1:])), axis=0)[
-            0
-        ]
-        collage[:, winner == 0] = 0.0
         return TileResult(
             region=core.tile.core,
-            winner=winner,
+            winner=fused.winner,
             score=fused.score,
-            collage=collage,
+            collage=winner_features(core.b, fused.winner),  # the winner's blended band features
             overlay=over,
             normalised=fused.normalised,
         )
