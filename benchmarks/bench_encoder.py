@@ -29,36 +29,92 @@ from tilex.metrics import roc_auc, score_map
 from tilex.synthetic import render
 
 
-def throughput(tile: int, bands: int, repeats: int, configs: list[dict]) -> None:
+def throughput(
+    tile: int, bands: int, repeats: int, configs: list[dict], deadline: float | None = None
+) -> list[dict]:
+    """Time each configuration; returns the rows (also printed).
+
+    A configuration is ``build_encoder`` keywords plus optional ``compile_mode``
+    (``torch.compile`` of both paths with that mode, outside ``build_encoder``)
+    and ``band_batch`` (bands per forward pass; None: the encoder's automatic
+    chunking). CUDA timings: warm-up on the full tile (cuDNN autotuning,
+    compilation), then the median of ``repeats`` synchronised runs.
+    """
     print(
         f"\n## encoder throughput: one {tile}x{tile} tile, visible + {bands} bands, "
         f"{torch.get_num_threads()} torch threads"
     )
     print(
-        f"{'device':<8} {'precision':<9} {'BN':<9} {'memory':<14} {'s/tile':>8} "
-        f"{'Mpx/s scan':>11} {'Mpx/s planes':>13}"
+        f"{'device':<6} {'precision':<9} {'BN':<8} {'memory':<13} {'batch':>5} {'compile':<26} "
+        f"{'s/tile':>8} {'Mpx/s scan':>11} {'Mpx/s planes':>13} {'warm s':>7}"
     )
+    rows = []
+    start_all = time.perf_counter()
     for cfg in configs:
-        enc = build_encoder(**cfg)
-        gen = torch.Generator().manual_seed(0)
-        vis = torch.rand(3, tile, tile, generator=gen).to(enc.device)
-        bnd = torch.rand(bands, tile, tile, generator=gen).to(enc.device)
-        enc.encode(vis[:, :64, :64].contiguous(), bnd[:, :64, :64].contiguous())  # warm up
-        best = float("inf")
-        for _ in range(repeats):
-            if enc.device.type == "cuda":
+        cfg = dict(cfg)
+        mode = cfg.pop("compile_mode", None)
+        batch = cfg.pop("band_batch", None)
+        if deadline is not None and time.perf_counter() - start_all > deadline:
+            print(f"skipped (past --deadline): {cfg} compile={mode} batch={batch}")
+            continue
+        try:
+            enc = build_encoder(**cfg)
+            if batch is not None:
+                enc.band_batch = batch
+            if mode is not None:
+                enc.visible_path = torch.compile(enc.visible_path, mode=mode)
+                enc.band_path = torch.compile(enc.band_path, mode=mode)
+            cuda = enc.device.type == "cuda"
+            gen = torch.Generator().manual_seed(0)
+            vis = torch.rand(3, tile, tile, generator=gen).to(enc.device)
+            bnd = torch.rand(bands, tile, tile, generator=gen).to(enc.device)
+            t0 = time.perf_counter()
+            if cuda:  # the full tile: cuDNN picks its algorithms, compile sees the shapes
+                for _ in range(2):
+                    enc.encode(vis, bnd)
                 torch.cuda.synchronize()
-            start = time.perf_counter()
-            enc.encode(vis, bnd)
-            if enc.device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
+            else:
+                enc.encode(vis[:, :64, :64].contiguous(), bnd[:, :64, :64].contiguous())
+            warm = time.perf_counter() - t0
+            times = []
+            for _ in range(repeats):
+                if cuda:
+                    torch.cuda.synchronize()
+                t1 = time.perf_counter()
+                enc.encode(vis, bnd)
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t1)
+        except Exception as err:  # a variant this device or torch cannot run: report, go on
+            print(f"failed: {cfg} compile={mode}: {type(err).__name__}: {str(err)[:200]}")
+            continue
+        best = float(np.median(times)) if cuda else min(times)
         px = tile * tile
-        print(
-            f"{enc.device.type:<8} {enc.precision:<9} {'folded' if cfg.get('fold', True) else 'unfolded':<9} "
-            f"{'channels_last' if enc.channels_last else 'contiguous':<14} {best:8.3f} "
-            f"{px / best / 1e6:11.2f} {px * (bands + 1) / best / 1e6:13.2f}"
+        row = dict(
+            device=enc.device.type,
+            precision=enc.precision,
+            fold=cfg.get("fold", True),
+            channels_last=enc.channels_last,
+            band_batch=batch or "auto",
+            compile=mode or "eager",
+            s_per_tile=best,
+            mpx_s=px / best / 1e6,
+            mpx_s_planes=px * (bands + 1) / best / 1e6,
+            warm_s=warm,
         )
+        rows.append(row)
+        print(
+            f"{row['device']:<6} {row['precision']:<9} "
+            f"{'folded' if row['fold'] else 'unfolded':<8} "
+            f"{'channels_last' if row['channels_last'] else 'contiguous':<13} "
+            f"{str(row['band_batch']):>5} {row['compile']:<26} {best:8.4f} "
+            f"{row['mpx_s']:11.2f} {row['mpx_s_planes']:13.2f} {warm:7.1f}",
+            flush=True,
+        )
+        del enc
+        if cuda:
+            torch.cuda.empty_cache()
+    return rows
 
 
 def aucs(cases: list[tuple[int, int]], bands: int) -> None:
@@ -104,6 +160,20 @@ def main() -> None:
         "--repeats", type=int, default=2, help="timed runs per configuration (best kept)"
     )
     parser.add_argument("--skip-auc", action="store_true", help="only the throughput table")
+    parser.add_argument("--no-cpu", action="store_true", help="no CPU rows (a GPU-only table)")
+    parser.add_argument(
+        "--compile",
+        default="",
+        help="comma list of PRECISION[:channels_last] to also time compiled on CUDA, "
+        "e.g. fp16:cl,bf16:cl (each compiles for about 25 s)",
+    )
+    parser.add_argument(
+        "--compile-mode", default="max-autotune-no-cudagraphs", help="torch.compile mode"
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="seconds after which variants are skipped"
+    )
+    parser.add_argument("--json", default=None, help="also write the throughput rows here")
     parser.add_argument(
         "--tune-allocator",
         action="store_true",
@@ -116,11 +186,13 @@ def main() -> None:
 
         print(f"host allocator tuned: {tune_host_allocator()}")
 
-    configs = [
-        {"device": "cpu", "precision": "fp32"},
-        {"device": "cpu", "precision": "fp32", "channels_last": True},
-        {"device": "cpu", "precision": "fp32", "fold": False},
-    ]
+    configs: list[dict] = []
+    if not args.no_cpu:
+        configs += [
+            {"device": "cpu", "precision": "fp32"},
+            {"device": "cpu", "precision": "fp32", "channels_last": True},
+            {"device": "cpu", "precision": "fp32", "fold": False},
+        ]
     if torch.cuda.is_available():
         configs += [
             {"device": "cuda", "precision": p, "channels_last": cl}
@@ -128,7 +200,28 @@ def main() -> None:
             for cl in (False, True)
         ]
         configs.append({"device": "cuda", "precision": "fp32", "fold": False})
-    throughput(args.tile, args.bands, args.repeats, configs)
+        # every band in one forward pass (the encoder chunks by a 2 GiB activation budget)
+        configs += [
+            {"device": "cuda", "precision": p, "channels_last": True, "band_batch": args.bands}
+            for p in ("bf16", "fp16")
+        ]
+        for item in filter(None, (c.strip() for c in args.compile.split(","))):
+            precision, _, memory = item.partition(":")
+            configs.append(
+                {
+                    "device": "cuda",
+                    "precision": precision,
+                    "channels_last": memory in ("cl", "channels_last"),
+                    "band_batch": args.bands,
+                    "compile_mode": args.compile_mode,
+                }
+            )
+    rows = throughput(args.tile, args.bands, args.repeats, configs, args.deadline)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump({"tile": args.tile, "bands": args.bands, "rows": rows}, f, indent=2)
     if not args.skip_auc:
         aucs([(256, 0), (256, 1), (512, 2), (1024, 3)], args.bands)
 
