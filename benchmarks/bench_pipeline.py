@@ -70,7 +70,7 @@ from _common import (  # noqa: E402
     synth_scan,
 )
 
-SECTIONS = ("encoder", "stages", "e2e", "peers")
+SECTIONS = ("encoder", "stages", "e2e", "profile", "peers")
 GOAL = {"cpu": 0.85, "cuda": 0.9}
 DEFAULTS = {  # sized so the whole suite takes a few minutes on each kind of machine
     "cpu": {"size": "1536x1536", "monai_crop": 1024},
@@ -127,6 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", default=",".join(SECTIONS), help=f"comma list of sections: {','.join(SECTIONS)}"
     )
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds from start after which the sections not yet begun are skipped",
+    )
     args = p.parse_args(argv)
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = args.only - set(SECTIONS)
@@ -387,6 +393,162 @@ def bench_e2e(
     return m, report.timings
 
 
+class StageProbes:
+    """Per-stage busy time of one end-to-end run, by patching the stage functions (class level).
+
+    Each probe synchronises the device after its call (CUDA: torch's stream and
+    CuPy's), so a stage's time is its own; this serialises the overlapped
+    pipeline, so the run's own Mpx/s is lower than the plain run's. Stages:
+    read (``Scan.read_region``, reader threads), h2d (``Backend.upload``),
+    encode (``Encoder.encode``), fuse (``kernels.fuse`` + ``kernels.overlay``),
+    d2h (``Backend.download``), write (``OmeZarrSink.write``: assemble units,
+    writer thread; includes the two below when they run inline), pyramid
+    (``OutputLayout.reduce``), commit (``OutputLayout.commit_unit``: compress +
+    store, writer pool) and close (``OmeZarrSink.close``: last levels + metadata).
+    Busy seconds are summed over threads.
+    """
+
+    def __init__(self, cuda: bool) -> None:
+        import threading
+
+        self.cuda = cuda
+        self.lock = threading.Lock()
+        self.busy: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}
+        self.threads: dict[str, set] = {}
+        self._undo: list = []
+
+    def _sync(self) -> None:
+        if not self.cuda:
+            return
+        import torch
+
+        torch.cuda.current_stream().synchronize()
+        cupy = sys.modules.get("cupy")
+        if cupy is not None:
+            cupy.cuda.get_current_stream().synchronize()
+
+    def _wrap(self, owner: Any, attr: str, stage: str, sync: bool, nbytes: Any = None) -> None:
+        import threading
+
+        original = getattr(owner, attr)
+        probes = self
+
+        def probe(*args: Any, **kwargs: Any) -> Any:
+            if sync:
+                probes._sync()
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            if sync:
+                probes._sync()
+            dt = time.perf_counter() - t0
+            with probes.lock:
+                probes.busy[stage] = probes.busy.get(stage, 0.0) + dt
+                probes.calls[stage] = probes.calls.get(stage, 0) + 1
+                probes.threads.setdefault(stage, set()).add(threading.get_ident())
+                if nbytes is not None:
+                    probes.bytes[stage] = probes.bytes.get(stage, 0) + int(nbytes(args, out))
+            return out
+
+        setattr(owner, attr, probe)
+        self._undo.append((owner, attr, original))
+
+    def __enter__(self) -> StageProbes:
+        import tilex.kernels
+
+        from tilex.device import Backend
+        from tilex.encoder.runtime import Encoder
+        from tilex.omezarr.layout import OutputLayout
+        from tilex.omezarr.sink import OmeZarrSink
+        from tilex.scan.scan import Scan
+
+        def up_bytes(args: tuple, out: Any) -> int:
+            return getattr(args[1], "nbytes", 0)
+
+        def down_bytes(args: tuple, out: Any) -> int:
+            return getattr(out, "nbytes", 0)
+
+        self._wrap(Scan, "read_region", "read", False)
+        self._wrap(Backend, "upload", "h2d", True, up_bytes)
+        self._wrap(Encoder, "encode", "encode", True)
+        self._wrap(tilex.kernels, "fuse", "fuse", True)
+        self._wrap(tilex.kernels, "overlay", "fuse", True)
+        self._wrap(Backend, "download", "d2h", True, down_bytes)
+        self._wrap(OmeZarrSink, "write", "write", False)
+        self._wrap(OutputLayout, "reduce", "pyramid", False)
+        self._wrap(OutputLayout, "commit_unit", "commit", False)
+        self._wrap(OmeZarrSink, "close", "close", False)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, attr, original in reversed(self._undo):
+            setattr(owner, attr, original)
+        self._undo.clear()
+
+    def summary(self, pixels: int, wall: float) -> list[dict]:
+        order = ["read", "h2d", "encode", "fuse", "d2h", "write", "pyramid", "commit", "close"]
+        rows = []
+        for stage in order:
+            if stage not in self.busy:
+                continue
+            busy = self.busy[stage]
+            nb = self.bytes.get(stage)
+            rows.append(
+                dict(
+                    stage=stage,
+                    busy_s=busy,
+                    calls=self.calls[stage],
+                    threads=len(self.threads[stage]),
+                    mpx_s_busy=pixels / busy / 1e6 if busy else float("inf"),
+                    share_of_wall=busy / wall if wall else float("nan"),
+                    gb_s=(nb / busy / 1e9) if nb and busy else None,
+                )
+            )
+        return rows
+
+
+def bench_e2e_profiled(
+    manifest, out: Path, backend, tile: int, precision: str, rss
+) -> tuple[Measure, list[dict], dict]:
+    """``tilex.job.run`` (norm pixel, no statistics pass) under :class:`StageProbes`."""
+    from tilex.job import run
+
+    with StageProbes(backend.is_cuda) as probes, Measure(backend.name, rss) as m:
+        report = run(
+            manifest,
+            out,
+            device=backend.name,
+            tile=tile,
+            precision=precision,
+            norm="pixel",
+            overwrite=True,
+        )
+    h, w = report.shape
+    return m, probes.summary(h * w, m.seconds), dict(report.timings)
+
+
+def print_stages(rows: list[dict], wall: float, pixels: int) -> None:
+    print(
+        f"   per-stage busy time (synchronised probes; wall {wall:.2f} s, "
+        f"{pixels / wall / 1e6:.1f} Mpx/s under probes)"
+    )
+    print(
+        f"   {'stage':<8} {'busy s':>8} {'calls':>6} {'thr':>4} {'Mpx/s busy':>11} "
+        f"{'% wall':>7} {'GB/s':>7}"
+    )
+    for r in rows:
+        gb = f"{r['gb_s']:7.2f}" if r["gb_s"] else "      -"
+        print(
+            f"   {r['stage']:<8} {r['busy_s']:8.2f} {r['calls']:6d} {r['threads']:4d} "
+            f"{r['mpx_s_busy']:11.1f} {100 * r['share_of_wall']:6.0f}% {gb}"
+        )
+    main_thread = [r for r in rows if r["stage"] in ("h2d", "encode", "fuse", "d2h")]
+    if main_thread:
+        slow = max(main_thread, key=lambda r: r["busy_s"])
+        print(f"   slowest main-thread stage: {slow['stage']} ({slow['busy_s']:.2f} s busy)")
+
+
 def e2e_cases(shape: tuple[int, int]) -> list[tuple[str, str, float | None]]:
     """``(row name, norm, stats_sample)``: the defaults, and the large-scan sample on a small scan."""
     from tilex.stats import AUTO_FRACTION, StatsSpec
@@ -546,6 +708,17 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     e2e_timings: dict[str, dict] = {}
+    e2e_stages: list[dict] = []
+    started = time.perf_counter()
+
+    def wanted(name: str) -> bool:
+        """The section is asked for and the deadline (if any) has not passed."""
+        if name not in args.only:
+            return False
+        if args.deadline is not None and time.perf_counter() - started > args.deadline:
+            print(f"== section {name}: skipped (past --deadline {args.deadline:g} s)", flush=True)
+            return False
+        return True
 
     def save() -> None:  # after every section, so a run cut short still leaves its rows
         if args.json:
@@ -558,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
                         "tile": tile,
                         "precision": args.precision,
                         "e2e_timings": e2e_timings,
+                        "e2e_stages": e2e_stages,
                         "rows": [
                             dict(
                                 name=r.name,
@@ -592,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only & {"encoder", "stages"}:
             inputs, gray = preread(scan, tiles, backend, readers)
 
-        if "encoder" in args.only:
+        if wanted("encoder"):
             with section("1. encoder-only ceiling (inputs pre-read on the device)"):
                 enc, feats = bench_encoder(
                     args, backend, tiles, rss, rows, pixels, inputs, ref, save
@@ -605,64 +779,96 @@ def main(argv: list[str] | None = None) -> int:
             ]
         inputs = None
 
-        if "stages" in args.only:
-            with section("2. each stage alone"):
-                m = bench_read(scan, tiles, readers, TilingSpec().depth, backend.name, rss)
-                rows.append(
-                    Row.of("read (Scan.read_region, reader pool)", pixels, m, f"{readers} threads")
-                )
-                print(f"   read   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
-                m, stats, st = bench_stats(scan, ref_enc, backend, tile, readers, rss)
-                rows.append(
-                    Row.of(
-                        "statistics pass (measure_statistics)",
-                        pixels,
-                        m,
-                        f"sample {st['sample']:g}; encode {st.get('stats_encode_s', 0):.1f} s, "
-                        f"read wait {st.get('stats_read_wait_s', 0):.1f} s",
+        if wanted("stages"):
+            try:
+                with section("2. each stage alone"):
+                    m = bench_read(scan, tiles, readers, TilingSpec().depth, backend.name, rss)
+                    rows.append(
+                        Row.of(
+                            "read (Scan.read_region, reader pool)", pixels, m, f"{readers} threads"
+                        )
                     )
-                )
-                print(f"   stats  {rows[-1].mpx_s:8.3f} Mpx/s  ({rows[-1].note})", flush=True)
-                m, results = bench_fuse(feats, gray, tiles, stats, backend, rss)
-                feats = gray = None
-                rows.append(Row.of("fuse + overlay + download", pixels, m, "norm band"))
-                print(f"   fuse   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
-                m = bench_write(
-                    work / "write_only", scan, ref_enc, results, grid, backend.name, rss
-                )
-                results = None
-                rows.append(Row.of("write (OmeZarrSink, unit order)", pixels, m))
-                print(f"   write  {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
-                save()
+                    print(f"   read   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
+                    m, stats, st = bench_stats(scan, ref_enc, backend, tile, readers, rss)
+                    rows.append(
+                        Row.of(
+                            "statistics pass (measure_statistics)",
+                            pixels,
+                            m,
+                            f"sample {st['sample']:g}; encode {st.get('stats_encode_s', 0):.1f} s, "
+                            f"read wait {st.get('stats_read_wait_s', 0):.1f} s",
+                        )
+                    )
+                    print(f"   stats  {rows[-1].mpx_s:8.3f} Mpx/s  ({rows[-1].note})", flush=True)
+                    m, results = bench_fuse(feats, gray, tiles, stats, backend, rss)
+                    feats = gray = None
+                    rows.append(Row.of("fuse + overlay + download", pixels, m, "norm band"))
+                    print(f"   fuse   {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
+                    m = bench_write(
+                        work / "write_only", scan, ref_enc, results, grid, backend.name, rss
+                    )
+                    results = None
+                    rows.append(Row.of("write (OmeZarrSink, unit order)", pixels, m))
+                    print(f"   write  {rows[-1].mpx_s:8.3f} Mpx/s", flush=True)
+                    save()
+            except Exception as err:  # a failing section must not cost the others
+                print(f"   stages section failed ({type(err).__name__}: {err})")
+                traceback.print_exc()
         feats = gray = None
 
-        if "e2e" in args.only:
-            with section("3. end to end (tilex.job.run -> OME-Zarr on disk)"):
-                for i, (name, norm, sample) in enumerate(e2e_cases(size)):
-                    m, timings = bench_e2e(
-                        manifest,
-                        work / f"e2e_{i}",
-                        backend,
-                        tile,
-                        args.precision,
-                        norm,
-                        rss,
-                        sample,
-                    )
-                    e2e_timings[name] = timings
-                    note = (
-                        ", ".join(
-                            f"{k.removesuffix('_s')} {v:.1f}"
-                            for k, v in timings.items()
-                            if k.endswith("_s")
+        if wanted("e2e"):
+            try:
+                with section("3. end to end (tilex.job.run -> OME-Zarr on disk)"):
+                    for i, (name, norm, sample) in enumerate(e2e_cases(size)):
+                        m, timings = bench_e2e(
+                            manifest,
+                            work / f"e2e_{i}",
+                            backend,
+                            tile,
+                            args.precision,
+                            norm,
+                            rss,
+                            sample,
                         )
-                        + " s"
-                    )
-                    rows.append(Row.of(name, pixels, m, note))
-                    print(f"   {name:<50} {rows[-1].mpx_s:8.3f} Mpx/s  ({note})", flush=True)
-                    save()
+                        e2e_timings[name] = timings
+                        note = (
+                            ", ".join(
+                                f"{k.removesuffix('_s')} {v:.1f}"
+                                for k, v in timings.items()
+                                if k.endswith("_s")
+                            )
+                            + " s"
+                        )
+                        rows.append(Row.of(name, pixels, m, note))
+                        print(f"   {name:<50} {rows[-1].mpx_s:8.3f} Mpx/s  ({note})", flush=True)
+                        save()
+            except Exception as err:  # a failing section must not cost the others
+                print(f"   end-to-end section failed ({type(err).__name__}: {err})")
+                traceback.print_exc()
 
-        if "peers" in args.only:
+        if wanted("profile"):
+            try:
+                with section("3b. end to end, norm pixel, per-stage probes (synchronised)"):
+                    m, stage_rows, timings = bench_e2e_profiled(
+                        manifest, work / "e2e_probed", backend, tile, args.precision, rss
+                    )
+                    e2e_stages.extend(stage_rows)
+                    e2e_timings["tilex end to end, norm pixel, probed"] = timings
+                    rows.append(
+                        Row.of(
+                            "tilex e2e, norm pixel, probed stages",
+                            pixels,
+                            m,
+                            "each stage synchronised: slower than the plain run",
+                        )
+                    )
+                    print_stages(stage_rows, m.seconds, pixels)
+                    save()
+            except Exception as err:  # the probes patch tilex internals: report, go on
+                print(f"   probed run failed ({type(err).__name__}: {err})")
+                traceback.print_exc()
+
+        if wanted("peers"):
             with section("4. peers (same encoder, scan, precision)"):
                 run_peers(scan, ref_enc, backend, tile, crop, work, rss, rows, pixels)
                 save()
