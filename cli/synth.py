@@ -46,7 +46,8 @@ def _human(nbytes: int) -> str:
     type=click.IntRange(1, 254),
     default=8,
     show_default=True,
-    help="Number of bands, spread from 365 nm (UV) to 1700 nm (infrared).",
+    help="Number of bands: classic spreads them from 365 to 1700 nm; physical from 400 to "
+    "1000 nm (FWHM 40 nm), and draws a band set from the seed when this is not given.",
 )
 @click.option(
     "--seed",
@@ -73,7 +74,29 @@ def _human(nbytes: int) -> str:
 @click.option(
     "--overwrite", is_flag=True, help="Write into a non-empty OUT_DIR, replacing the scan's files."
 )
+@click.option(
+    "--model",
+    type=click.Choice(["classic", "physical"]),
+    default="classic",
+    show_default=True,
+    help="classic: the original portrait-under-a-still-life scene; physical: Kubelka-Munk "
+    "layers of measured pigments, CIE colour, a camera per band, traps.",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["mixed", "underdrawing", "composition", "nothing", "random"]),
+    default="mixed",
+    show_default=True,
+    help="Physical model only: what lies under the paint (nothing: an empty truth mask).",
+)
+@click.option(
+    "--holdout",
+    is_flag=True,
+    help="Physical model only: held-out pigments, band sets and camera ranges (for validation).",
+)
+@click.pass_context
 def command(
+    ctx: click.Context,
     out_dir: Path,
     size: tuple[int, int],
     bands: int,
@@ -81,6 +104,9 @@ def command(
     tile: int,
     compression: str,
     overwrite: bool,
+    model: str,
+    recipe: str,
+    holdout: bool,
 ) -> None:
     """Write a synthetic scan with a hidden figure to OUT_DIR.
 
@@ -90,6 +116,8 @@ def command(
     parameters); all are tiled BigTIFFs.
 
     Example: tilex synth scan --size 8192x8192 --bands 8
+
+    Example: tilex synth scan --model physical --recipe underdrawing --seed 3
     """
     import json
 
@@ -97,6 +125,13 @@ def command(
 
     from tilex.errors import OutputExistsError
     from tilex.synthetic import MASK_FILE, synth
+    from tilex.synthetic.physical import synth_physical
+
+    given = ctx.get_parameter_source("bands") is not click.core.ParameterSource.DEFAULT
+    if model == "classic":
+        for name in ("recipe", "holdout"):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                raise click.BadParameter(f"--{name} needs --model physical", param_hint=f"--{name}")
 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise OutputExistsError(
@@ -105,20 +140,25 @@ def command(
     chatty = verbosity() >= 0  # -q keeps only the last line
     h, w = size
     if chatty:
+        what = f"{bands} band(s)" if model == "classic" or given else "a seeded band set"
+        extra = f", {recipe} recipe{', held out' if holdout else ''}" if model == "physical" else ""
         click.echo(
-            f"writing a {h}x{w} synthetic scan with {bands} band(s), seed {seed}, to {out_dir}"
+            f"writing a {h}x{w} {model} synthetic scan with {what}, seed {seed}{extra}, to {out_dir}"
         )
     with progress_bars() as progress:
-        manifest = synth(
-            out_dir,
-            size=size,
-            bands=bands,
-            seed=seed,
-            tile=tile,
-            compression=compression,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        common = dict(tile=tile, compression=compression, overwrite=overwrite, progress=progress)
+        if model == "physical":
+            manifest = synth_physical(
+                out_dir,
+                size=size,
+                seed=seed,
+                recipe=recipe,
+                bands=bands if given else None,
+                holdout=holdout,
+                **common,
+            )
+        else:
+            manifest = synth(out_dir, size=size, bands=bands, seed=seed, **common)
     listed = json.loads(manifest.read_text())
     bands_files = [b["file"] for b in listed["bands"]]
     files = [listed["visible"], *bands_files, MASK_FILE, "synth.json"]

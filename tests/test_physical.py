@@ -137,3 +137,28 @@ def test_render_is_fast_enough_for_training():
     start = time.perf_counter()
     render_scene((256, 256), seed=1, bands=8)
     assert time.perf_counter() - start < 2.0  # ~0.2 s here; generous for shared CPUs
+
+
+def test_cli_writes_a_scan_that_open_scan_reads_with_the_in_memory_pixels(tmp_path):
+    import tifffile
+    from click.testing import CliRunner
+    from tilex.cli.main import main
+
+    from tilex import open_scan
+    from tilex.synthetic import MASK_FILE
+
+    out = tmp_path / "scan"
+    args = ["synth", str(out), "--model", "physical", "--recipe", "composition", "--seed", "9"]
+    result = CliRunner().invoke(main, [*args, "--size", "80x112", "--bands", "3", "--tile", "32"])
+    assert result.exit_code == 0, result.output
+    scan = open_scan(out / "scan.json")
+    assert list(scan.band_names) == ["vis400", "vis700", "ir1000"]
+    sc = render_scene((80, 112), seed=9, recipe="composition", bands=3)
+    codes = np.round(sc.bands[2] * 65535).astype(np.uint16)
+    np.testing.assert_array_equal(tifffile.imread(out / "ir1000.tif"), codes)
+    rgb = np.round(sc.visible * 255).astype(np.uint8)
+    np.testing.assert_array_equal(tifffile.imread(out / "visible.tif"), rgb)
+    np.testing.assert_array_equal(tifffile.imread(out / MASK_FILE).astype(bool), sc.hidden)
+
+    bad = CliRunner().invoke(main, ["synth", str(tmp_path / "x"), "--recipe", "nothing"])
+    assert bad.exit_code == 2 and "--model physical" in bad.output

@@ -12,6 +12,11 @@ clearly the longer the wavelength) is described in
 :mod:`~tilex.synthetic.params`; the files are written by
 :mod:`~tilex.synthetic.writer`.
 
+A second, physically based generator (Kubelka-Munk layers of measured
+pigments, CIE colour, a camera per band, traps, scenes with nothing hidden)
+lives in :mod:`tilex.synthetic.physical`: ``render_scene`` in memory,
+``synth_physical`` (``tilex synth --model physical``) on disk, same layout.
+
 Streaming
 ---------
 Every pixel is a pure function of ``(y, x, seed)`` and the scan's size:
