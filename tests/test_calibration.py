@@ -99,7 +99,9 @@ def test_fit_is_bit_identical_for_tile_sizes_and_task_groupings():
 def test_calibrated_run_flags_far_less_on_an_affine_scene():
     scan = affine_scan()
     flagged = {
-        mode: tilex.run(scan, None, device="cpu", calibrate=mode, tile=64, stats_sample=1)
+        mode: tilex.run(
+            scan, None, device="cpu", calibrate=mode, norm="band", tile=64, stats_sample=1
+        )
         .found()
         .flagged_fraction
         for mode in ("none", "affine")
@@ -122,12 +124,14 @@ def test_plan_options_and_parameters():
     params = plan.parameters(halo=6, device="cpu", stats_sample=0.05)
     assert params["calibrate"] == "gain" and params["visible_encoding"] == "linear"
     default = RunPlan().parameters(halo=6, device="cpu", stats_sample=0.05)
-    assert "calibrate" not in default and "visible_encoding" not in default
+    assert (default["calibrate"], default["visible_encoding"]) == ("affine", "srgb")
+    off = RunPlan.from_options(calibrate="none").parameters(halo=6, device="cpu", stats_sample=0)
+    assert "calibrate" not in off and "visible_encoding" not in off  # as outputs before it
     with pytest.raises(PlanError, match="--calibrate must be one of none, gain, affine"):
         RunPlan.from_options(calibrate="colour")
     with pytest.raises(PlanError, match="--visible-encoding must be one of srgb, linear"):
         RunPlan.from_options(visible_encoding="rec2020")
-    with pytest.raises(PlanError, match="--calibrate runs in one process"):
-        RunPlan.from_options(calibrate="affine", blend="feather", overlap=4)
-    with pytest.raises(PlanError, match="--stats-from cannot"):
-        RunPlan.from_options(calibrate="affine", stats_from="a/out")
+    # calibration goes with every mode now: feathered, reused statistics, a cluster
+    RunPlan.from_options(calibrate="affine", blend="feather", overlap=4)
+    RunPlan.from_options(calibrate="affine", stats_from="a/out")
+    RunPlan.from_options(calibrate="affine", workers=2)

@@ -341,7 +341,7 @@ def test_feather_with_overlap_at_the_radius_is_close_to_exact(random_encoder):
         scan,
         encoder,
         CPU,
-        fusion=FusionSpec(keep_normalised=True),
+        fusion=FusionSpec(norm="band", keep_normalised=True),
         tiling=TilingSpec(tile=64, readers=2),
     )
     stats = measure_statistics(engine, StatsSpec(clip=(0, 100), sample=1.0))

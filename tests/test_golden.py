@@ -30,10 +30,11 @@ from tilex.omezarr import open_output
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
 SHAPE = (320, 288)  # 3 x 3 level-0 units of 128 px, 4 pyramid levels
 LAYOUT = {"tile": 128, "unit": 128, "chunk": 64}
+ARTEXTRACT = {"calibrate": "none", "norm": "band"}  # the fusion the golden bytes were made with
 CASES = {
-    "band": {"keep_normalised": True},
-    "pixel": {"norm": "pixel"},
-    "feather": {"blend": "feather", "overlap": 16},
+    "band": {**ARTEXTRACT, "keep_normalised": True},
+    "pixel": {"calibrate": "none", "norm": "pixel"},
+    "feather": {**ARTEXTRACT, "blend": "feather", "overlap": 16},
 }
 
 
@@ -96,6 +97,10 @@ def test_a_killed_and_resumed_run_keeps_the_golden_bytes(scan, golden, tmp_path)
         "--chunk",
         "64",
         "--keep-dissimilarity",
+        "--calibrate",
+        "none",
+        "--norm",
+        "band",
     ]
     command = [sys.executable, "-m", "tilex.cli", "-q", "run", str(scan), "-o", str(out), *options]
     env = dict(os.environ, TILEX_FAILPOINT="unit:4")

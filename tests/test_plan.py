@@ -42,6 +42,8 @@ NAN, INF = float("nan"), float("inf")
 # The ``parameters`` section of tilex.json: what sets the output's pixels, and so the
 # resume fingerprint. A key added or dropped here makes every existing output unresumable.
 PARAMETER_KEYS = {
+    "calibrate",
+    "visible_encoding",
     "norm",
     "threshold",
     "clip",
@@ -147,7 +149,10 @@ def test_plan_error_is_a_usage_error_and_a_value_error():
         (lambda: TilingSpec(blend="feather", overlap=INF), "--overlap .* got inf"),
         (lambda: TilingSpec(blend="feather", overlap=2.5), "--overlap .* got 2.5"),
         # fusion
-        (lambda: FusionSpec(norm="global"), "--norm must be one of band, pixel, got 'global'"),
+        (
+            lambda: FusionSpec(norm="global"),
+            "--norm must be one of noise, band, pixel, got 'global'",
+        ),
         (lambda: FusionSpec(threshold=NAN), r"--threshold must be a number in \[0, 1\], got nan"),
         (lambda: FusionSpec(threshold=-INF), r"--threshold .* got -inf"),
         # statistics
@@ -447,6 +452,8 @@ def test_parameters_are_the_manifest_section():
         "device": "cpu",
         "keep_dissimilarity": True,
         "ome_zarr_version": "0.4",
+        "calibrate": "affine",
+        "visible_encoding": "srgb",
     }
     assert json.loads(json.dumps(parameters)) == parameters
     # feathering adds its options; the exact mode's record never names them

@@ -81,7 +81,7 @@ _NBINS = 1 << 15
 class CalibrationSpec:
     """Whether and how bands are predicted from the visible image (``--calibrate``)."""
 
-    mode: str = "none"
+    mode: str = "affine"
     visible: str = "srgb"
 
     def __post_init__(self) -> None:

@@ -77,6 +77,7 @@ class WorkSpec:
     layout: LayoutSpec
     info: RunInfo  # without the provenance
     torch_threads: int | None = None
+    calibration: Any = None  # the client's fitted tilex.calibration.Calibration, or None
 
     @classmethod
     def for_run(
@@ -88,6 +89,7 @@ class WorkSpec:
         tiling: TilingSpec,
         sink: Any,
         info: RunInfo,
+        calibration: Any = None,
     ) -> WorkSpec:
         """The work of a :func:`tilex.run` whose output is the OME-Zarr ``sink``."""
         if not isinstance(sink, OmeZarrSink):
@@ -105,6 +107,7 @@ class WorkSpec:
             out=str(sink.path.absolute()),
             layout=sink.spec,
             info=replace(info, provenance={}, stats=None),
+            calibration=calibration,
         )
 
     @property
@@ -194,7 +197,14 @@ def _layout(work: WorkSpec) -> OutputLayout:
 
 def _engine(work: WorkSpec) -> Engine:
     scan, encoder, backend = _resources(work)
-    return Engine(scan, encoder, backend, fusion=work.fusion, tiling=work.tiling)
+    return Engine(
+        scan,
+        encoder,
+        backend,
+        fusion=work.fusion,
+        tiling=work.tiling,
+        calibration=work.calibration,
+    )
 
 
 def stats_task(regions: list[tuple[int, int, int, int]], *, work: WorkSpec) -> tuple[Any, int]:

@@ -24,7 +24,7 @@ from typing import Any
 from tilex._version import __version__
 from tilex.device import Backend, resolve_device
 from tilex.engine import Engine, Progress, fit_tile, measure_statistics
-from tilex.errors import PlanError
+from tilex.errors import PlanError, ScanError
 from tilex.estimate import log_work_ahead, tile_advice
 from tilex.grid import clamp_tile
 from tilex.lock import output_lock
@@ -204,7 +204,7 @@ def run(
             from tilex.distributed import WorkSpec, run_on_cluster
 
             work = WorkSpec.for_run(
-                scan, encoder, plan.weights, plan.fusion, plan.tiling, sink, info
+                scan, encoder, plan.weights, plan.fusion, plan.tiling, sink, info, calibration
             )
             stats, timings = run_on_cluster(
                 plan.cluster, work, sink, info, plan.statistics, saved or reused, progress=progress
@@ -267,10 +267,14 @@ def _resolve(
 
 
 def _calibrate(scan: Any, plan: RunPlan) -> Any:
-    """The fitted :class:`~tilex.calibration.Calibration` (``None`` without ``--calibrate``).
+    """The fitted :class:`~tilex.calibration.Calibration` (``None`` with ``--calibrate none``).
 
-    Fitted over the statistics' sampled squares, read straight from the scan.
+    Fitted over the statistics' sampled squares, read straight from the scan;
+    with ``--stats-from``, the model saved beside those statistics (they were
+    measured on its comparisons, so the two travel together).
     """
+    if plan.stats_from is not None:
+        return _reused_calibration(plan, scan.n_bands)
     if not plan.calibration.enabled:
         return None
     from tilex.calibration import fit_scan
@@ -279,13 +283,42 @@ def _calibrate(scan: Any, plan: RunPlan) -> Any:
     start = time.perf_counter()
     shape = tuple(scan.shape)
     regions = sample_regions(shape, plan.statistics.fraction_for(shape), plan.statistics.block)
-    calibration = fit_scan(scan, plan.calibration, regions)
+    try:
+        calibration = fit_scan(scan, plan.calibration, regions)
+    except ScanError as err:  # the reader names the file, rows and columns; say which stage
+        err.args = (f"calibration: {err}",) + err.args[1:]
+        raise
     log.info(
         "calibration (%s) fitted over %d squares in %.1f s",
         plan.calibration.mode,
         len(regions),
         time.perf_counter() - start,
     )
+    return calibration
+
+
+def _reused_calibration(plan: RunPlan, n_bands: int) -> Any:
+    """The calibration saved in ``--stats-from``'s output, checked against the plan."""
+    from tilex.calibration import Calibration
+    from tilex.omezarr.format import read_manifest
+
+    source, spec = plan.stats_from, plan.calibration
+    record = read_manifest(source).get("calibration")
+    saved = "none" if not record else str(record["mode"])
+    if saved != spec.mode:
+        raise PlanError(
+            f"--stats-from {source} was measured with --calibrate {saved}, this run asks for "
+            f"--calibrate {spec.mode}: give the same --calibrate, or measure afresh"
+        )
+    if not record:
+        return None
+    calibration = Calibration.from_dict(record)
+    if calibration.linearised != (spec.visible == "srgb") or calibration.n_bands != n_bands:
+        raise PlanError(
+            f"--stats-from {source}: its calibration is for {calibration.n_bands} bands with "
+            f"visible encoding {'srgb' if calibration.linearised else 'linear'}; this run has "
+            f"{n_bands} bands and --visible-encoding {spec.visible}"
+        )
     return calibration
 
 

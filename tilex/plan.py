@@ -74,7 +74,9 @@ __all__ = [
     "parse_tile",
 ]
 
-NORMS = ("band", "pixel")
+NORMS = ("noise", "band", "pixel")
+"""``noise``: over each band's noise floor (:func:`tilex.stats.noise_floor`), the default;
+``band``: ArtExtract's per-band percentile stretch; ``pixel``: across the bands at each pixel."""
 BLEND_MODES = ("exact", "feather")
 """``exact``: halo = encoder radius, the whole image's result (up to float32 rounding); ``feather``: cross-faded overlaps."""
 
@@ -267,7 +269,7 @@ class FusionSpec:
     FusionSpec(norm='pixel', threshold=0.7, keep_normalised=False)
     """
 
-    norm: str = "band"
+    norm: str = "noise"
     threshold: float = 0.5
     keep_normalised: bool = False
 
@@ -278,8 +280,13 @@ class FusionSpec:
 
     @property
     def needs_statistics(self) -> bool:
-        """Whether fusing needs whole-scan statistics (``norm="band"``)."""
-        return self.norm == "band"
+        """Whether fusing needs whole-scan statistics (``norm`` ``noise`` or ``band``)."""
+        return self.norm != "pixel"
+
+    @property
+    def kernel_norm(self) -> str:
+        """The kernels' mode: ``noise`` is their ``band`` mode with ``lo = 0, hi = 2 * floor``."""
+        return "pixel" if self.norm == "pixel" else "band"
 
 
 @dataclass(frozen=True)
@@ -387,17 +394,6 @@ class RunPlan:
             )
         if self.stats_from is not None and not self.needs_statistics:
             raise PlanError("--stats-from reuses band statistics; --norm pixel uses none")
-        if self.calibration.enabled:  # deliver 1 of issue 13: one process, exact tiles, fresh fit
-            if self.tiling.feathered or self.cluster is not None:
-                raise PlanError(
-                    "--calibrate runs in one process with --blend exact for now "
-                    "(not with --blend feather or a cluster)"
-                )
-            if self.stats_from is not None:
-                raise PlanError(
-                    "--calibrate measures its own statistics for now; --stats-from cannot "
-                    "be combined with it"
-                )
 
     @property
     def needs_statistics(self) -> bool:

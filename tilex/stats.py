@@ -1,4 +1,17 @@
-"""Whole-scan normalisation statistics for ``norm="band"``.
+"""Whole-scan normalisation statistics for ``norm="noise"`` and ``norm="band"``.
+
+Mode ``noise`` (the default) gives the score an absolute meaning. Each band's
+*noise floor* is ``T_i = max(m_i + NOISE_K * s_i, ABS_FLOOR)``, with ``m_i``
+the median of ``d_i`` over the scan and ``s_i = 1.4826 * MAD`` its robust
+spread (both read from the same histogram; robust while the hidden content
+covers less than half of the scan). The kernels then get ``lo_i = 0`` and
+``hi_i = 2 T_i``, so the score is ``d_i / (2 T_i)``: 0 where a band equals
+what it is compared with (such a band flags nothing), 0.5 at its noise floor
+(the default threshold: flagged means more than ``NOISE_K`` robust spreads
+above the scan's typical dissimilarity), 1 at twice the floor. ``NOISE_K =
+6`` flags about 1 pixel in 30,000 of a band holding only Gaussian noise
+(``d`` half-normal: its median is 0.674 and its ``1.4826 * MAD`` 0.591 of
+the noise's sigma).
 
 Mode ``band`` normalises each band's dissimilarity map ``d_i`` by a range
 ``[lo_i, hi_i]`` measured over the *whole scan*, never over one tile, so that
@@ -52,15 +65,26 @@ from tilex.omezarr.format import read_manifest
 
 __all__ = [
     "AUTO_FRACTION",
+    "ABS_FLOOR",
     "AUTO_MIN_BLOCKS",
     "BLOCK",
+    "NOISE_K",
     "SCORE_BINS",
     "BandStats",
     "Found",
     "StatsSpec",
+    "noise_floor",
     "parse_clip",
     "sample_regions",
 ]
+
+NOISE_K = 6.0
+"""``norm="noise"``: the floor lies this many robust spreads above the median of ``d``."""
+
+ABS_FLOOR = 2.0**-16
+"""``norm="noise"``: the least floor, one 16-bit grey level (float32 rounding never counts)."""
+
+_MAD_TO_SIGMA = 1.4826
 
 AUTO_FRACTION = 0.05
 """With ``sample=None`` (auto), the fraction of the scan measured (see ``bench_stats.py``)."""
@@ -153,6 +177,41 @@ def sample_regions(shape: tuple[int, int], fraction: float, block: int = BLOCK) 
     return regions
 
 
+def noise_floor(merged: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per band ``(median, spread, floor)`` of a merged dissimilarity histogram (float64 ``[N]``).
+
+    ``median`` is the 50th percentile (:func:`tilex.kernels.histogram_percentiles`);
+    ``spread`` is ``1.4826`` times the median absolute deviation from it, read
+    from the same counts with each bin at its lower edge (so it is exact to the
+    bin width, 2**-10 relative, and independent of the tiling); ``floor`` is
+    ``max(median + NOISE_K * spread, ABS_FLOOR)``. A band without values
+    gives NaN.
+
+    Examples
+    --------
+    >>> from tilex import kernels
+    >>> g = np.zeros((1, 1, 9), np.float32)
+    >>> b = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1], np.float32).reshape(1, 1, 1, 9)
+    >>> noise_floor(kernels.histogram_reference(g, b))  # identical but for one pixel
+    (array([0.]), array([0.]), array([1.52587891e-05]))
+    """
+    from tilex import kernels
+
+    median = kernels.histogram_percentiles(merged, 50.0)
+    spread = np.full(median.shape, np.nan)
+    counts = np.asarray(merged.counts)
+    for i in np.flatnonzero(np.isfinite(median)):
+        bins = np.flatnonzero(counts[i])
+        n = counts[i, bins]
+        dev = np.abs(kernels.bin_lower_edge(bins).astype(np.float64) - median[i])
+        order = np.argsort(dev, kind="stable")
+        cum = np.cumsum(n[order])
+        k = int(np.searchsorted(cum, (cum[-1] - 1) // 2, side="right"))  # the lower median
+        spread[i] = _MAD_TO_SIGMA * dev[order][k]
+    floor = np.maximum(median + NOISE_K * spread, ABS_FLOOR)
+    return median, spread, floor
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """A fixed 64-bit mix of block positions: the sample's 'random' order."""
     with np.errstate(over="ignore"):
@@ -174,6 +233,9 @@ class BandStats:
     pixels: int  # pixels measured per band
     dmin: tuple[float, ...]
     dmax: tuple[float, ...]
+    median: tuple[float, ...] = ()
+    spread: tuple[float, ...] = ()
+    floor: tuple[float, ...] = ()  # noise floors; empty in statistics saved before they existed
 
     @classmethod
     def from_histogram(
@@ -184,6 +246,7 @@ class BandStats:
 
         lo = kernels.histogram_percentiles(merged, spec.clip[0])
         hi = kernels.histogram_percentiles(merged, spec.clip[1])
+        median, spread, floor = noise_floor(merged)
         return cls(
             band_names=tuple(band_names),
             lo=tuple(float(v) for v in lo),
@@ -193,10 +256,21 @@ class BandStats:
             pixels=int(pixels),
             dmin=tuple(float(v) for v in merged.dmin),
             dmax=tuple(float(v) for v in merged.dmax),
+            median=tuple(float(v) for v in median),
+            spread=tuple(float(v) for v in spread),
+            floor=tuple(float(v) for v in floor),
         )
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``lo`` and ``hi`` as float32 arrays for the kernels."""
+    def arrays(self, norm: str = "band") -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' float32 ``lo`` and ``hi``: percentiles (``band``) or ``0, 2 * floor`` (``noise``)."""
+        if norm == "noise":
+            if len(self.floor) != len(self.band_names):
+                raise OutputError(
+                    "these band statistics hold no noise floors (saved by an older tilex): "
+                    "use --norm band, or measure them again"
+                )
+            floor = np.asarray(self.floor, np.float32)
+            return np.zeros_like(floor), floor * np.float32(2.0)
         return np.asarray(self.lo, np.float32), np.asarray(self.hi, np.float32)
 
     def to_dict(self) -> dict:
@@ -209,7 +283,9 @@ class BandStats:
             values = {k: data[k] for k in fields}
         except KeyError as err:
             raise OutputError(f"band statistics lack the key {err.args[0]!r}") from None
-        for k in ("band_names", "lo", "hi", "clip", "dmin", "dmax"):
+        for k in ("median", "spread", "floor"):
+            values[k] = data.get(k, ())
+        for k in ("band_names", "lo", "hi", "clip", "dmin", "dmax", "median", "spread", "floor"):
             values[k] = tuple(values[k])
         return cls(**values)
 

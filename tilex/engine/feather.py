@@ -98,7 +98,7 @@ import numpy as np
 
 from tilex import kernels
 from tilex.colour import luminance
-from tilex.engine.fuse import winner_features
+from tilex.engine.fuse import compared, winner_features
 from tilex.errors import TileError
 from tilex.grid import Region, Tile, TileGrid, unit_of
 from tilex.plan import FusionSpec
@@ -297,7 +297,9 @@ class FeatherMerger:
                 "norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)"
             )
         self.grid, self.overlap, self.groups, self.fusion = grid, overlap, groups, fusion
-        self.lo_hi = stats.arrays() if stats is not None and fusion.needs_statistics else None
+        self.lo_hi = (
+            stats.arrays(fusion.norm) if stats is not None and fusion.needs_statistics else None
+        )
         self.download = download  # the blending and the fusion run on the host
         self.open_cores: dict[tuple[int, int], _Core] = {}
         self.next_group = 0
@@ -306,7 +308,7 @@ class FeatherMerger:
     def add(self, ext: Tile, g, b, visible: np.ndarray) -> Iterator[TileResult]:
         get = self.download
         try:
-            d_t = get(kernels.dissimilarity(g, b))
+            d_t = get(kernels.dissimilarity(*compared(g, b)))
         except Exception as err:
             raise TileError(f"{ext.describe()}: dissimilarity failed: {err}", tile=ext) from err
         b_t, gray_t = get(b), luminance(visible)
@@ -351,7 +353,7 @@ class FeatherMerger:
         try:
             fused = kernels.fuse(
                 np.zeros((1, h, w), np.float32), core.d[:, None], lo, hi,
-                norm=spec.norm, threshold=spec.threshold, keep_normalised=spec.keep_normalised,
+                norm=spec.kernel_norm, threshold=spec.threshold, keep_normalised=spec.keep_normalised,
             )  # fmt: skip
             over = kernels.overlay(np.ascontiguousarray(core.gray), fused.score)
         except Exception as err:

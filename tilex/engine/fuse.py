@@ -60,7 +60,7 @@ def normalisation_ranges(
         raise ValueError(
             "norm='band' needs whole-scan statistics (tilex.engine.measure_statistics)"
         )
-    return tuple(backend.to_kernel(backend.upload(a)) for a in stats.arrays())  # type: ignore[return-value]
+    return tuple(backend.to_kernel(backend.upload(a)) for a in stats.arrays(fusion.norm))  # type: ignore[return-value]
 
 
 class FuseMerger:
@@ -79,7 +79,7 @@ class FuseMerger:
             g, diff = compared(g, b)
             fused = kernels.fuse(
                 g, diff, self.lo, self.hi,
-                norm=self.fusion.norm,
+                norm=self.fusion.kernel_norm,
                 threshold=self.fusion.threshold,
                 keep_normalised=self.fusion.keep_normalised,
             )  # fmt: skip

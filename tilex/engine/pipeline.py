@@ -157,8 +157,6 @@ class Engine:
         try:
             sink.open(info)
             if self.tiling.feathered:
-                if self.calibration is not None:
-                    raise ValueError("a feathered run cannot be calibrated (yet)")
                 if skip is not None:
                     raise ValueError("a feathered run cannot be resumed")
                 overlap = int(self.tiling.overlap or 0)
