@@ -17,7 +17,9 @@ from tilex.cli.options import QUIET_HELP, VERBOSE_HELP, set_verbosity, verbosity
 from tilex._version import __version__
 from tilex.errors import TilexError, UsageError
 
-_COMMANDS = ("demo", "synth", "run", "info", "preview", "export", "validate", "evaluate")
+_COMMANDS = (
+    "demo", "synth", "run", "info", "preview", "export", "validate", "evaluate", "train",
+)  # fmt: skip
 
 log = logging.getLogger("tilex")
 
