@@ -69,6 +69,16 @@ def baselines(scene: str, manifest: Path, hidden: np.ndarray) -> list[list]:
     visible, bands = scan.read_region(0, scan.shape[0], 0, scan.shape[1])
     raw = np.abs(luminance(visible)[None] - bands).max(axis=0)
     rows = [[scene, "max|gray-band|", roc_auc(raw, hidden), average_precision(raw, hidden)]]
+    residual = calibrated_residual(visible, bands)
+    rows.append(
+        [
+            scene,
+            "calibrated residual",
+            roc_auc(residual, hidden),
+            average_precision(residual, hidden),
+            100 * float((residual > 1).mean()),
+        ]
+    )
     components = [np.abs(pc) for pc in principal_components(np.concatenate([visible, bands]))]
     aucs = [roc_auc(pc, hidden) for pc in components]
     rows.append([scene, "|PC1|", aucs[0], average_precision(components[0], hidden)])
@@ -87,11 +97,31 @@ def baselines(scene: str, manifest: Path, hidden: np.ndarray) -> list[list]:
     return [row + [None] * (len(HEADER) - len(row)) for row in rows]
 
 
-def run_tilex(manifest: Path, out: Path) -> tuple[Any, float]:
-    """``tilex run`` with its defaults on the CPU; the opened output and the seconds it took."""
+METHODS = {
+    "tilex default": {},  # calibrated (affine), scored over each band's noise floor
+    "ArtExtract (calibrate none, norm band)": {"calibrate": "none", "norm": "band"},
+}
+"""tilex's modes in the table: today's default and the fusion it had before issue 13."""
+
+
+def run_tilex(manifest: Path, out: Path, options: dict) -> tuple[Any, float]:
+    """``tilex run`` with ``options`` on the CPU; the opened output and the seconds it took."""
     start = time.perf_counter()
-    tilex.run(manifest, out, device="cpu", stats_sample=1)
+    tilex.run(manifest, out, device="cpu", stats_sample=1, **options)
     return tilex.open_output(out), time.perf_counter() - start
+
+
+def calibrated_residual(visible: np.ndarray, bands: np.ndarray) -> np.ndarray:
+    """``max_i |band_i - pred_i| / floor_i``: the calibration's residual without any encoder."""
+    from tilex.calibration import CalibrationSpec, fit
+    from tilex.stats import ABS_FLOOR, NOISE_K
+
+    residual = np.abs(bands - fit([(visible, bands)], CalibrationSpec()).predict(visible))
+    flat = residual.reshape(len(bands), -1)
+    median = np.median(flat, axis=1)
+    spread = 1.4826 * np.median(np.abs(flat - median[:, None]), axis=1)
+    floor = np.maximum(median + NOISE_K * spread, ABS_FLOOR)
+    return (residual / floor[:, None, None]).max(axis=0)
 
 
 def winner_shares(output: Any) -> str:
@@ -105,16 +135,42 @@ def winner_shares(output: Any) -> str:
     )
 
 
-def synthetic_rows(seed: int, size: tuple[int, int], bands: int, work: Path) -> list[list]:
-    scene = f"synth seed {seed}"
-    manifest = tilex.synth(work / f"scan{seed}", size=size, bands=bands, seed=seed)
+def scene_rows(scene: str, manifest: Path, work: Path) -> list[list]:
+    """tilex's modes and the baselines on one scene with a truth mask (possibly empty)."""
     mask_path = manifest.parent / MASK_FILE
-    output, seconds = run_tilex(manifest, work / f"out{seed}")
-    d = evaluate_output(output, mask_path)
     hidden = tifffile.imread(mask_path) != 0
-    notes = f"threshold {d.threshold:g}, hidden {100 * d.hidden / d.pixels:.1f} %, {seconds:.0f} s"
-    rows = [[scene, "tilex", d.auc, d.average_precision, 100 * d.flagged_fraction, d.f1, notes]]
+    rows = []
+    for k, (method, options) in enumerate(METHODS.items()):
+        output, seconds = run_tilex(manifest, work / f"{manifest.parent.name}-out{k}", options)
+        d = evaluate_output(output, mask_path)
+        notes = f"hidden {100 * d.hidden / d.pixels:.1f} %, {seconds:.0f} s"
+        if not hidden.any():
+            rows.append([scene, method, None, None, 100 * d.flagged_fraction, None, notes])
+        else:
+            rows.append(
+                [scene, method, d.auc, d.average_precision, 100 * d.flagged_fraction, d.f1, notes]
+            )
+    if not hidden.any():
+        scan = open_scan(manifest)
+        visible, bands = scan.read_region(0, scan.shape[0], 0, scan.shape[1])
+        residual = calibrated_residual(visible, bands)
+        flagged = 100 * float((residual > 1).mean())
+        return rows + [[scene, "calibrated residual", None, None, flagged, None, ""]]
     return rows + baselines(scene, manifest, hidden)
+
+
+def synthetic_rows(seed: int, size: tuple[int, int], bands: int, work: Path) -> list[list]:
+    manifest = tilex.synth(work / f"scan{seed}", size=size, bands=bands, seed=seed)
+    return scene_rows(f"synth seed {seed}", manifest, work)
+
+
+def physical_rows(seed: int, recipe: str, size: tuple[int, int], work: Path) -> list[list]:
+    from tilex.synthetic.physical import synth_physical
+
+    manifest = synth_physical(
+        work / f"phys{seed}", size=size, seed=seed, recipe=recipe, holdout=True
+    )
+    return scene_rows(f"physical {recipe} {seed} (held out)", manifest, work)
 
 
 def real_rows(folder: Path, work: Path) -> list[list]:
@@ -127,12 +183,14 @@ def real_rows(folder: Path, work: Path) -> list[list]:
         entries.append({"name": f"ms{nm}", "file": str(path.resolve()), "wavelength_nm": nm})
     visible = str((folder / "oil_painting_RGB.bmp").resolve())
     manifest.write_text(json.dumps({"visible": visible, "bands": entries}))
-    output, seconds = run_tilex(manifest, work / "cave-out")
-    winner = np.asarray(output["winner"].levels[0][...])
-    notes = f"no truth; winner shares %: {winner_shares(output)}; {seconds:.0f} s"
-    return [
-        ["cave oil_painting", "tilex", None, None, 100 * float((winner > 0).mean()), None, notes]
-    ]
+    rows = []
+    for k, (method, options) in enumerate(METHODS.items()):
+        output, seconds = run_tilex(manifest, work / f"cave-out{k}", options)
+        winner = np.asarray(output["winner"].levels[0][...])
+        notes = f"no truth; winner shares %: {winner_shares(output)}; {seconds:.0f} s"
+        flagged = 100 * float((winner > 0).mean())
+        rows.append(["cave oil_painting", method, None, None, flagged, None, notes])
+    return rows
 
 
 def main() -> None:
@@ -142,6 +200,13 @@ def main() -> None:
     )
     parser.add_argument("--size", default="512", help="synthetic scan size HxW or N (default 512)")
     parser.add_argument("--bands", type=int, default=8, help="synthetic bands (default 8)")
+    parser.add_argument(
+        "--physical",
+        default="9000:underdrawing,9001:composition,9002:mixed,9003:nothing,"
+        "9004:underdrawing,9005:composition,9006:mixed,9007:nothing",
+        help="held-out physical scenes SEED:RECIPE (comma-separated; none trained on them)",
+    )
+    parser.add_argument("--physical-size", default="384", help="physical scene size (default 384)")
     parser.add_argument("--real", type=Path, default=REAL_SCAN, help="the CAVE oil_painting folder")
     args = parser.parse_args()
     size = parse_size(args.size)
@@ -153,6 +218,10 @@ def main() -> None:
         for seed in seeds:
             with section(f"synth seed {seed}"):
                 rows += synthetic_rows(seed, size, args.bands, work)
+        for item in (p for p in args.physical.split(",") if p):
+            seed, recipe = item.split(":")
+            with section(f"physical {recipe} {seed}"):
+                rows += physical_rows(int(seed), recipe, parse_size(args.physical_size), work)
         if args.real.is_dir():
             with section(f"real scan {args.real}"):
                 rows += real_rows(args.real, work)
