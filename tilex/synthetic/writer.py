@@ -24,7 +24,7 @@ from tilex.errors import OutputExistsError
 from tilex.synthetic.params import band_names, check_bands, check_seed, check_size, parse_size
 from tilex.synthetic.scene import SynthRegion, _Model
 
-__all__ = ["MASK_FILE", "PARAMS_FILE", "synth"]
+__all__ = ["MASK_FILE", "PARAMS_FILE", "check_folder", "synth", "write_scan_folder"]
 
 MASK_FILE = "hidden_mask.tif"
 """File name of the ground-truth mask in a synthetic scan folder."""
@@ -84,26 +84,75 @@ def synth(
     check_size(h, w)
     check_bands(bands)
     check_seed(seed)
+    check_folder(out_dir, tile, compression, overwrite)
+    model = _Model(h, w, int(bands), int(seed))
+    names = band_names(bands)
+    nms = model.band_wavelengths()
+    params = {
+        "generator": "tilex.synth",
+        "size": [h, w],
+        "bands": int(bands),
+        "seed": int(seed),
+        "transparency": {
+            n: round(model.transparency(nm), 4) for n, nm in zip(names, nms, strict=True)
+        },
+        "visible_noise": model.visible_noise,
+        "band_noise": model.band_noise,
+    }
+
+    def planes(region: tuple[int, int, int, int]) -> list[np.ndarray]:
+        part: SynthRegion = model.render(*region)
+        return [part.visible, *part.bands, part.mask]
+
+    return write_scan_folder(
+        out_dir, (h, w), list(zip(names, nms, strict=True)), planes, params,
+        tile=tile, compression=compression, workers=workers, progress=progress,
+    )  # fmt: skip
+
+
+_CODECS = {"zstd": "zstd", "zlib": "zlib", "none": None}
+
+
+def check_folder(out_dir: str | os.PathLike, tile: int, compression: str, overwrite: bool) -> None:
+    """Refuse a bad tile or compression, or a non-empty ``out_dir`` without ``overwrite``."""
     if not isinstance(tile, int) or tile < 16 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16, got {tile!r}")
-    codec = {"zstd": "zstd", "zlib": "zlib", "none": None}
-    if compression not in codec:
-        raise ValueError(f"compression must be one of {sorted(codec)}, got {compression!r}")
+    if compression not in _CODECS:
+        raise ValueError(f"compression must be one of {sorted(_CODECS)}, got {compression!r}")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise OutputExistsError(
             f"{out}: exists and is not empty; pass overwrite=True or choose another folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
 
-    model = _Model(h, w, int(bands), int(seed))
-    names = band_names(bands)
-    nms = model.band_wavelengths()
+
+def write_scan_folder(
+    out_dir: str | os.PathLike,
+    shape: tuple[int, int],
+    bands: list[tuple[str, float]],
+    planes: Callable[[tuple[int, int, int, int]], list[np.ndarray]],
+    params: dict,
+    *,
+    tile: int,
+    compression: str,
+    workers: int | None,
+    progress: Callable[[str, int, int], None] | None,
+) -> Path:
+    """Write a synthetic scan folder from ``planes(region)`` (visible, bands..., mask); its manifest.
+
+    ``bands`` is ``[(name, wavelength_nm)]``; ``params`` goes into
+    :data:`PARAMS_FILE` with the tile, compression, mask name and tilex version.
+    Call :func:`check_folder` first.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = shape
+    names = [name for name, _ in bands]
     files = ["visible.tif", *(f"{n}.tif" for n in names), MASK_FILE]
     common = {
         "bigtiff": True,
         "tile": (tile, tile),
-        "compression": codec[compression],
+        "compression": _CODECS[compression],
         "maxworkers": 1,
         "metadata": None,
     }
@@ -112,51 +161,35 @@ def synth(
         *(dict(shape=(h, w), dtype=np.uint16, photometric="minisblack", **common) for _ in names),
         dict(shape=(h, w), dtype=np.uint8, photometric="minisblack", **common),
     ]
-
-    def planes(region: SynthRegion) -> list[np.ndarray]:
-        return [region.visible, *region.bands, region.mask]
-
     regions = [
         (y, min(y + tile, h), x, min(x + tile, w))
         for y in range(0, h, tile)
         for x in range(0, w, tile)
     ]
-    workers = workers or min(8, os.cpu_count() or 1)
     _write_streams(
         [out / f for f in files],
         specs,
         regions,
-        lambda r: planes(model.render(*r)),
-        workers=workers,
+        planes,
+        workers=workers or min(8, os.cpu_count() or 1),
         progress=progress,
         total=h * w,
     )
-
     manifest = {
         "visible": "visible.tif",
-        "bands": [
-            {"name": n, "file": f"{n}.tif", "wavelength_nm": nm}
-            for n, nm in zip(names, nms, strict=True)
-        ],
+        "bands": [{"name": n, "file": f"{n}.tif", "wavelength_nm": nm} for n, nm in bands],
         "pixel_size_um": round(600_000.0 / max(h, w), 4),  # a 60 cm painting
     }
     (out / "scan.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    params = {
-        "generator": "tilex.synth",
+    record = {
+        "generator": params["generator"],
         "tilex_version": __version__,
-        "size": [h, w],
-        "bands": int(bands),
-        "seed": int(seed),
+        **{k: v for k, v in params.items() if k != "generator"},
         "tile": tile,
         "compression": compression,
         "mask": MASK_FILE,
-        "transparency": {
-            n: round(model.transparency(nm), 4) for n, nm in zip(names, nms, strict=True)
-        },
-        "visible_noise": model.visible_noise,
-        "band_noise": model.band_noise,
     }
-    (out / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
+    (out / PARAMS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out / "scan.json"
 
 
