@@ -139,3 +139,53 @@ def random_encoder(random_network) -> Callable[..., Any]:
     from tilex.encoder import build_encoder
 
     return lambda seed: build_encoder(network=random_network(seed), device="cpu")
+
+
+def _chunk_hashes(out: Path) -> dict[str, str]:
+    """``image/level/cy.cx`` -> sha256 of that chunk's decoded bytes (with its dtype and shape)."""
+    import hashlib
+
+    from tilex.omezarr import open_output
+
+    found = {}
+    output = open_output(out)
+    for name in sorted(output.images):
+        for level, array in enumerate(output[name].levels):
+            cy, cx = array.chunks[-2:]
+            for y in range(0, array.shape[-2], cy):
+                for x in range(0, array.shape[-1], cx):
+                    block = array[..., y : y + cy, x : x + cx]
+                    digest = hashlib.sha256(f"{block.dtype}{block.shape}".encode())
+                    digest.update(block.tobytes())
+                    found[f"{name}/{level}/{y // cy}.{x // cx}"] = digest.hexdigest()
+    return found
+
+
+@pytest.fixture(scope="session")
+def chunk_hashes() -> Callable[[Path], dict[str, str]]:
+    """Hash every decoded chunk of every level of an output (pins arrays, not codec bytes)."""
+    return _chunk_hashes
+
+
+def _killed_then_resumed(scan: Path, out: Path, options: list[str], point: str = "unit:4") -> None:
+    """``tilex run`` SIGKILLed at failpoint ``point``, then run again with ``--resume``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tilex.cli", "-q", "run", str(scan), "-o", str(out), *options]
+    env = dict(os.environ, TILEX_FAILPOINT=point)
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    env.pop("TILEX_FAILPOINT")
+    resumed = subprocess.run(
+        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.fixture(scope="session")
+def killed_then_resumed() -> Callable[..., None]:
+    """Run ``tilex run SCAN -o OUT OPTIONS``, SIGKILL it midway, resume it (asserting both)."""
+    return _killed_then_resumed

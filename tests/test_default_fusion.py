@@ -7,12 +7,7 @@ meaning: a band equal to what it is compared with flags nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +31,10 @@ def scan(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(scan, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def reference(scan, tmp_path_factory, chunk_hashes) -> tuple[Path, dict[str, str]]:
     out = tmp_path_factory.mktemp("reference") / "OUT"
     tilex.run(scan, out, device="cpu", **LAYOUT)
     return out, chunk_hashes(out)
-
-
-def chunk_hashes(out: Path) -> dict[str, str]:
-    """``image/level/y.x`` -> sha256 of each decoded chunk (as tests/test_golden.py)."""
-    found = {}
-    output = tilex.open_output(out)
-    for name in sorted(output.images):
-        for level, array in enumerate(output[name].levels):
-            cy, cx = array.chunks[-2:]
-            for y in range(0, array.shape[-2], cy):
-                for x in range(0, array.shape[-1], cx):
-                    block = np.asarray(array[..., y : y + cy, x : x + cx])
-                    found[f"{name}/{level}/{y}.{x}"] = hashlib.sha256(block.tobytes()).hexdigest()
-    return found
 
 
 def _manifest(out: Path) -> dict:
@@ -80,22 +61,17 @@ def test_another_tile_size_gives_the_same_statistics_and_model(scan, reference, 
     assert a["calibration"] == b["calibration"]  # exact: float64 sums added in a fixed order
 
 
-def test_a_killed_and_resumed_calibrated_run_keeps_its_bytes(scan, reference, tmp_path):
+def test_a_killed_and_resumed_calibrated_run_keeps_its_bytes(
+    scan, reference, tmp_path, chunk_hashes, killed_then_resumed
+):
     out = tmp_path / "OUT"
-    command = [sys.executable, "-m", "tilex.cli", "-q", "run", str(scan), "-o", str(out)]
-    command += ["--device", "cpu", "--tile", "128", "--unit", "128", "--chunk", "64"]
-    env = dict(os.environ, TILEX_FAILPOINT="unit:4")
-    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    env.pop("TILEX_FAILPOINT")
-    resumed = subprocess.run(
-        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    killed_then_resumed(
+        scan, out, ["--device", "cpu", "--tile", "128", "--unit", "128", "--chunk", "64"]
     )
-    assert resumed.returncode == 0, resumed.stderr
     assert chunk_hashes(out) == reference[1]
 
 
-def test_a_two_worker_calibrated_run_keeps_its_bytes(scan, reference, tmp_path):
+def test_a_two_worker_calibrated_run_keeps_its_bytes(scan, reference, tmp_path, chunk_hashes):
     pytest.importorskip("distributed")
     out = tmp_path / "OUT"
     tilex.run(scan, out, device="cpu", workers=2, **LAYOUT)
@@ -103,7 +79,9 @@ def test_a_two_worker_calibrated_run_keeps_its_bytes(scan, reference, tmp_path):
     assert _manifest(out)["calibration"] == _manifest(reference[0])["calibration"]
 
 
-def test_stats_from_reuses_the_statistics_and_the_calibration(scan, reference, tmp_path):
+def test_stats_from_reuses_the_statistics_and_the_calibration(
+    scan, reference, tmp_path, chunk_hashes
+):
     out = tmp_path / "OUT"
     tilex.run(scan, out, device="cpu", stats_from=reference[0], **LAYOUT)
     assert chunk_hashes(out) == reference[1]

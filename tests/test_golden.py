@@ -14,18 +14,13 @@ hashed decoded, so the test pins the arrays, not the compressor's version.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 import tilex
-from tilex.omezarr import open_output
 
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
 SHAPE = (320, 288)  # 3 x 3 level-0 units of 128 px, 4 pyramid levels
@@ -36,22 +31,6 @@ CASES = {
     "pixel": {"calibrate": "none", "norm": "pixel"},
     "feather": {**ARTEXTRACT, "blend": "feather", "overlap": 16},
 }
-
-
-def chunk_hashes(out: Path) -> dict[str, str]:
-    """``image/level/cy.cx`` -> sha256 of that chunk's decoded bytes (with its dtype and shape)."""
-    found = {}
-    output = open_output(out)
-    for name in sorted(output.images):
-        for level, array in enumerate(output[name].levels):
-            cy, cx = array.chunks[-2:]
-            for y in range(0, array.shape[-2], cy):
-                for x in range(0, array.shape[-1], cx):
-                    block = array[..., y : y + cy, x : x + cx]
-                    digest = hashlib.sha256(f"{block.dtype}{block.shape}".encode())
-                    digest.update(block.tobytes())
-                    found[f"{name}/{level}/{y // cy}.{x // cx}"] = digest.hexdigest()
-    return found
 
 
 def make_scan(folder: Path) -> Path:
@@ -80,41 +59,22 @@ def assert_golden(found: dict[str, str], expected: dict[str, str], case: str) ->
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_outputs_keep_their_golden_bytes(scan, golden, tmp_path, case):
+def test_outputs_keep_their_golden_bytes(scan, golden, tmp_path, case, chunk_hashes):
     out = run_case(scan, tmp_path / "OUT", case)
     assert_golden(chunk_hashes(out), golden[case], case)
 
 
-def test_a_killed_and_resumed_run_keeps_the_golden_bytes(scan, golden, tmp_path):
+def test_a_killed_and_resumed_run_keeps_the_golden_bytes(
+    scan, golden, tmp_path, chunk_hashes, killed_then_resumed
+):
     out = tmp_path / "OUT"
-    options = [
-        "--device",
-        "cpu",
-        "--tile",
-        "128",
-        "--unit",
-        "128",
-        "--chunk",
-        "64",
-        "--keep-dissimilarity",
-        "--calibrate",
-        "none",
-        "--norm",
-        "band",
-    ]
-    command = [sys.executable, "-m", "tilex.cli", "-q", "run", str(scan), "-o", str(out), *options]
-    env = dict(os.environ, TILEX_FAILPOINT="unit:4")
-    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    env.pop("TILEX_FAILPOINT")
-    resumed = subprocess.run(
-        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    options = ["--device", "cpu", "--tile", "128", "--unit", "128", "--chunk", "64"]
+    options += ["--keep-dissimilarity", "--calibrate", "none", "--norm", "band"]
+    killed_then_resumed(scan, out, options)
     assert_golden(chunk_hashes(out), golden["band"], "resumed")
 
 
-def test_a_two_worker_cluster_keeps_the_golden_bytes(scan, golden, tmp_path):
+def test_a_two_worker_cluster_keeps_the_golden_bytes(scan, golden, tmp_path, chunk_hashes):
     pytest.importorskip("distributed")
     out = run_case(scan, tmp_path / "OUT", "band", workers=2)
     assert_golden(chunk_hashes(out), golden["band"], "cluster")
@@ -122,6 +82,8 @@ def test_a_two_worker_cluster_keeps_the_golden_bytes(scan, golden, tmp_path):
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     import tempfile
+
+    from conftest import _chunk_hashes as chunk_hashes  # run as a script: tests/ is on sys.path
 
     with tempfile.TemporaryDirectory() as tmp:
         scan_path = make_scan(Path(tmp))
