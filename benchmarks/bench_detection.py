@@ -112,15 +112,19 @@ def run_tilex(manifest: Path, out: Path, options: dict) -> tuple[Any, float]:
 
 
 def calibrated_residual(visible: np.ndarray, bands: np.ndarray) -> np.ndarray:
-    """``max_i |band_i - pred_i| / floor_i``: the calibration's residual without any encoder."""
-    from tilex.calibration import CalibrationSpec, fit
-    from tilex.stats import ABS_FLOOR, NOISE_K
+    """``max_i |band_i - pred_i| / floor_i``: the calibration's residual without any encoder.
 
-    residual = np.abs(bands - fit([(visible, bands)], CalibrationSpec()).predict(visible))
-    flat = residual.reshape(len(bands), -1)
-    median = np.median(flat, axis=1)
-    spread = 1.4826 * np.median(np.abs(flat - median[:, None]), axis=1)
-    floor = np.maximum(median + NOISE_K * spread, ABS_FLOOR)
+    The model is fitted over the whole scan and the floors are a run's
+    (:func:`tilex.stats.noise_floor` of the residual's exact histogram).
+    """
+    from tilex import kernels
+    from tilex.calibration import CalibrationSpec, fit
+    from tilex.stats import noise_floor
+
+    predicted = fit([(visible, bands)], CalibrationSpec()).predict(visible)
+    residual = np.abs(bands - predicted)
+    zeros = np.zeros((1, *bands.shape[1:]), np.float32)
+    _, _, floor = noise_floor(kernels.dissimilarity_histogram(zeros, residual[:, None]))
     return (residual / floor[:, None, None]).max(axis=0)
 
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from tilex.errors import PlanError
 from tilex.grid import Region
+from tilex.stats import MAD_TO_SIGMA
 
 __all__ = [
     "CALIBRATION_MODES",
@@ -72,7 +73,6 @@ REFITS = 2
 CUTOFF = 3.0
 """Pixels with ``|r| > CUTOFF * 1.4826 * median |r|`` are dropped before a refit."""
 
-_MAD_TO_SIGMA = 1.4826
 _SHIFT = 16  # |r| histogram: bits(float32) >> 16, 2**15 bins of relative width 2**-7
 _NBINS = 1 << 15
 
@@ -275,7 +275,7 @@ def _median_cutoff(hist: np.ndarray) -> np.ndarray:
     median_bin = np.array([int(np.searchsorted(c, h)) for c, h in zip(cum, half, strict=True)])
     upper = ((median_bin.astype(np.uint64) + 1) << np.uint64(_SHIFT)).astype(np.uint32)
     median = upper.view(np.float32).astype(np.float64)
-    return CUTOFF * _MAD_TO_SIGMA * median
+    return CUTOFF * MAD_TO_SIGMA * median
 
 
 def fit(

@@ -68,6 +68,7 @@ __all__ = [
     "ABS_FLOOR",
     "AUTO_MIN_BLOCKS",
     "BLOCK",
+    "MAD_TO_SIGMA",
     "NOISE_K",
     "SCORE_BINS",
     "BandStats",
@@ -84,7 +85,8 @@ NOISE_K = 6.0
 ABS_FLOOR = 2.0**-16
 """``norm="noise"``: the least floor, one 16-bit grey level (float32 rounding never counts)."""
 
-_MAD_TO_SIGMA = 1.4826
+MAD_TO_SIGMA = 1.4826
+"""Times the median absolute deviation: the standard deviation of normal data (a robust spread)."""
 
 AUTO_FRACTION = 0.05
 """With ``sample=None`` (auto), the fraction of the scan measured (see ``bench_stats.py``)."""
@@ -207,7 +209,7 @@ def noise_floor(merged: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         order = np.argsort(dev, kind="stable")
         cum = np.cumsum(n[order])
         k = int(np.searchsorted(cum, (cum[-1] - 1) // 2, side="right"))  # the lower median
-        spread[i] = _MAD_TO_SIGMA * dev[order][k]
+        spread[i] = MAD_TO_SIGMA * dev[order][k]
     floor = np.maximum(median + NOISE_K * spread, ABS_FLOOR)
     return median, spread, floor
 

@@ -19,9 +19,10 @@ content is known. This module is that recipe, reproducible on two CPU cores:
    :func:`tilex.stats.noise_floor`), the score ``s_i = d_i / (2 T_i)``; the
    arg-max over the bands becomes a soft maximum (``tau * logsumexp(s / tau)``)
    and the threshold a logistic of width :attr:`TrainSpec.softness` around
-   0.5. The loss is the class-balanced binary cross-entropy of that soft flag
-   against the hidden mask (a scene with nothing hidden counts only its
-   background). Pixels within the halo of a scene's border are left out.
+   0.5. The loss is the soft balanced error of those flags against the hidden
+   mask (a scene with nothing hidden counts only its background) plus a
+   ranking term (:func:`scene_loss`). Pixels within the encoder's halo of a
+   scene's border are left out.
 4. **What is learned**: the convolutions of ``E`` (BatchNorm stays the frozen
    identity, so folding is exact), starting from the designed weights. The
    visible adapter is kept (a calibrated run does not use it).
@@ -53,9 +54,9 @@ import numpy as np
 import torch
 
 from tilex.calibration import CalibrationSpec, fit
-from tilex.encoder.network import SiameseNetwork, default_network
+from tilex.encoder.network import SiameseNetwork, conv_radius, default_network
 from tilex.encoder.weights import save_weights, weights_sha256
-from tilex.stats import ABS_FLOOR, NOISE_K
+from tilex.stats import ABS_FLOOR, MAD_TO_SIGMA, NOISE_K
 
 __all__ = [
     "Scene",
@@ -66,9 +67,6 @@ __all__ = [
     "train",
     "training_scenes",
 ]
-
-_MAD_TO_SIGMA = 1.4826
-_HALO = 6  # the encoder's receptive-field radius: border pixels see its zero padding
 
 
 @dataclass(frozen=True)
@@ -97,8 +95,8 @@ class TrainSpec:
         for name in ("scenes", "size", "steps", "batch", "threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.size < 4 * _HALO:
-            raise ValueError(f"size must be >= {4 * _HALO} px, got {self.size}")
+        if self.size < 24:  # four times the encoder's 6 px halo: most of a scene is not border
+            raise ValueError(f"size must be >= 24 px, got {self.size}")
 
 
 class Scene(NamedTuple):
@@ -108,9 +106,6 @@ class Scene(NamedTuple):
     predicted: np.ndarray  # [N, h, w] the calibration's prediction of each band
     hidden: np.ndarray  # [h, w] bool
     name: str
-
-
-RenderFn = Callable[[int, int], Any]
 
 
 def _physical(size: int, seed: int, holdout: bool) -> Any:
@@ -142,7 +137,7 @@ def _soft_floor(d: torch.Tensor) -> torch.Tensor:
     """Per band ``median + NOISE_K * 1.4826 * MAD`` of ``d [N, P]`` (``[N, 1]``), at least ABS_FLOOR."""
     median = d.median(dim=1, keepdim=True).values
     mad = (d - median).abs().median(dim=1, keepdim=True).values
-    return torch.clamp(median + NOISE_K * _MAD_TO_SIGMA * mad, min=ABS_FLOOR)
+    return torch.clamp(median + NOISE_K * MAD_TO_SIGMA * mad, min=ABS_FLOOR)
 
 
 def soft_score(d: torch.Tensor, spec: TrainSpec) -> torch.Tensor:
@@ -166,10 +161,11 @@ def scene_loss(network: SiameseNetwork, scene: Scene, spec: TrainSpec) -> torch.
     n = scene.bands.shape[0]
     planes = torch.from_numpy(np.concatenate([scene.bands, scene.predicted]))[:, None]
     features = network.cnn(planes)[:, 0]
-    d = (features[:n] - features[n:]).abs()[:, _HALO:-_HALO, _HALO:-_HALO]
+    r = conv_radius(network)  # the run's halo: pixels nearer the border see zero padding
+    d = (features[:n] - features[n:]).abs()[:, r:-r, r:-r]
     best = soft_score(d, spec)
     flag = torch.sigmoid((best - 0.5) / spec.softness)
-    hidden = torch.from_numpy(scene.hidden[_HALO:-_HALO, _HALO:-_HALO].reshape(-1))
+    hidden = torch.from_numpy(scene.hidden[r:-r, r:-r].reshape(-1))
     loss = flag[~hidden].mean()
     if hidden.any() and (~hidden).any():
         loss = 0.5 * (loss + (1.0 - flag[hidden]).mean())
