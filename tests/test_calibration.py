@@ -135,3 +135,20 @@ def test_plan_options_and_parameters():
     RunPlan.from_options(calibrate="affine", blend="feather", overlap=4)
     RunPlan.from_options(calibrate="affine", stats_from="a/out")
     RunPlan.from_options(calibrate="affine", workers=2)
+
+
+def test_the_fit_reads_each_square_once_and_gives_the_same_bits_without_its_cache(monkeypatch):
+    import tilex.calibration as calibration
+
+    scan = affine_scan(200, 180, seed=7)
+    regions = sample_regions(tuple(scan.shape), 1.0)
+    reads = []
+    read_region = scan.read_region
+    monkeypatch.setattr(scan, "read_region", lambda *r: reads.append(r) or read_region(*r))
+    cached = fit_scan(scan, CalibrationSpec("affine"), regions)
+    assert sorted(reads) == sorted(regions)  # 5 passes, one read per square
+    reads.clear()
+    monkeypatch.setattr(calibration, "CACHE_BYTES", 0)
+    uncached = fit_scan(scan, CalibrationSpec("affine"), regions)
+    assert len(reads) == (1 + 2 * calibration.REFITS) * len(regions)
+    assert uncached.coefficients == cached.coefficients and uncached.inliers == cached.inliers

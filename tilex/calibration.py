@@ -49,6 +49,7 @@ from tilex.grid import Region
 from tilex.stats import MAD_TO_SIGMA
 
 __all__ = [
+    "CACHE_BYTES",
     "CALIBRATION_MODES",
     "CUTOFF",
     "LINEAR_LUMA",
@@ -69,6 +70,11 @@ LINEAR_LUMA: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
 
 REFITS = 2
 """Robust refits after the first plain fit."""
+
+CACHE_BYTES = 256 << 20
+"""The fit keeps the squares' float64 features up to this size between its passes (96 bytes
+a pixel for 8 bands: the 5 % sample of a scan of about 55 Mpx); squares beyond it are read
+and decoded again each pass."""
 
 CUTOFF = 3.0
 """Pixels with ``|r| > CUTOFF * 1.4826 * median |r|`` are dropped before a refit."""
@@ -286,8 +292,10 @@ def fit(
 ) -> Calibration:
     """Fit ``spec``'s model to ``(visible [3, h, w], bands [N, h, w])`` squares, robustly.
 
-    ``squares`` is read once per pass (1 + 2 * :data:`REFITS` passes), so it
-    must be a sequence (or a re-iterable). ``groups`` splits the squares into
+    The fit makes 1 + 2 * :data:`REFITS` passes over ``squares``; each square is
+    read once while the features fit in :data:`CACHE_BYTES`, otherwise once
+    per pass, so ``squares`` must be a sequence (or a re-iterable). The
+    result is the same bits either way. ``groups`` splits the squares into
     that many contiguous groups whose sums are merged, as a cluster would;
     the result does not depend on it.
 
@@ -305,16 +313,29 @@ def fit(
     squares = list(squares) if not isinstance(squares, Sequence) else squares
     linearise = spec.visible == "srgb"
 
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    held = 0
+
+    def features(index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` and ``y`` of square ``index``: kept in memory up to CACHE_BYTES, else made again."""
+        nonlocal held
+        if index in cache:
+            return cache[index]
+        visible, bands = squares[index]
+        x = _features(visible, spec.mode, linearise)
+        y = np.asarray(bands, np.float64).reshape(bands.shape[0], -1)
+        if held + x.nbytes + y.nbytes <= CACHE_BYTES:
+            cache[index] = (x, y)
+            held += x.nbytes + y.nbytes
+        return x, y
+
     def one_pass(previous: np.ndarray | None, cutoff: np.ndarray | None, hist: bool) -> FitSums:
         bounds = np.linspace(0, len(squares), max(1, groups) + 1).astype(int)
         merged = FitSums()
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):  # each group on its own
             part = FitSums()
             for index in range(lo, hi):
-                visible, bands = squares[index]
-                x = _features(visible, spec.mode, linearise)
-                y = np.asarray(bands, np.float64).reshape(bands.shape[0], -1)
-                _accumulate(index, x, y, previous, cutoff, part, hist)
+                _accumulate(index, *features(index), previous, cutoff, part, hist)
             merged = merged.merge(part)
         return merged
 
@@ -341,7 +362,7 @@ def _fit_from(sums: FitSums) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _ScanSquares(Sequence):
-    """The sampled squares of a scan, read on demand (a sequence: read once per pass)."""
+    """The sampled squares of a scan, read on demand (a sequence: :func:`fit` indexes it)."""
 
     def __init__(self, scan: Any, regions: list[Region]) -> None:
         self.scan, self.regions = scan, regions
@@ -358,7 +379,7 @@ def fit_scan(
 ) -> Calibration:
     """Fit ``spec``'s model over ``regions`` of ``scan`` (those of :func:`tilex.stats.sample_regions`).
 
-    Each square is read ``1 + 2 * REFITS`` times (no halo: the model is
-    pointwise); reading is cheap next to the encoder's pass.
+    Squares are read without a halo (the model is pointwise), once each while
+    their features fit in :data:`CACHE_BYTES` (see :func:`fit`).
     """
     return fit(_ScanSquares(scan, regions), spec, groups=groups)
