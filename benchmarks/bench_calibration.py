@@ -1,0 +1,76 @@
+"""The calibration fit: its cost with and without keeping the sampled squares between passes.
+
+The fit (:func:`tilex.calibration.fit_scan`) makes 1 + 2 * REFITS passes over
+the statistics' sampled squares. It keeps each square's features in memory up
+to ``CACHE_BYTES``; this benchmark times it as shipped and with the cache off
+(every pass reads and decodes every square again), on a ``tilex synth`` scan
+written as tiled zstd BigTIFFs, and checks that both give the same model.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_calibration.py --size 4096x4096 --bands 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name, parse_size, print_table, synth_scan  # noqa: E402
+
+import tilex.calibration as calibration  # noqa: E402
+from tilex.scan import open_scan  # noqa: E402
+from tilex.stats import StatsSpec, sample_regions  # noqa: E402
+
+
+def timed_fit(scan, regions, repeats: int) -> tuple[float, calibration.Calibration]:
+    best, model = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model = calibration.fit_scan(scan, calibration.CalibrationSpec(), regions)
+        best = min(best, time.perf_counter() - start)
+    return best, model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="4096x4096", help="scan size HxW (default 4096x4096)")
+    parser.add_argument("--bands", type=int, default=8, help="bands (default 8)")
+    parser.add_argument("--repeats", type=int, default=2, help="fits per row; the fastest counts")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="tilex-bench-calibration-") as tmp:
+        manifest = synth_scan(Path(tmp) / "scan", size, args.bands)
+        scan = open_scan(manifest)
+        shape = tuple(scan.shape)
+        regions = sample_regions(shape, StatsSpec().fraction_for(shape))
+        cached_s, cached = timed_fit(scan, regions, args.repeats)
+        shipped = calibration.CACHE_BYTES
+        calibration.CACHE_BYTES = 0
+        try:
+            uncached_s, uncached = timed_fit(scan, regions, args.repeats)
+        finally:
+            calibration.CACHE_BYTES = shipped
+    assert cached.coefficients == uncached.coefficients, "the cache changed the model"
+    print(f"# calibration fit on {cpu_name()}; {size[0]}x{size[1]}, {args.bands} bands, "
+          f"{len(regions)} sampled squares of 64 px")  # fmt: skip
+    print_table(
+        ["fit", "seconds", "reads per square"],
+        [
+            ["squares kept between passes (shipped)", f"{cached_s:.2f}", "1"],
+            [
+                "every pass reads again (CACHE_BYTES = 0)",
+                f"{uncached_s:.2f}",
+                str(1 + 2 * calibration.REFITS),
+            ],
+        ],  # fmt: skip
+    )
+    print("same model: yes")
+
+
+if __name__ == "__main__":
+    main()
