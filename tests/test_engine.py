@@ -184,3 +184,34 @@ def test_fit_tile_halves_on_out_of_memory(caplog):
     assert "does not fit" in caplog.text
     with pytest.raises(RuntimeError, match="out of memory"):
         fit_tile(SmallDevice(), CPU, 2048, 8, minimum=1024)
+
+
+@pytest.mark.parametrize("norm", ["band", "pixel"])
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.37, 0.5, 0.9, 1.0])
+def test_evidence_gives_the_fusion_at_any_threshold(norm, threshold):
+    """One kernel call at threshold 0, cleared where evidence <= t, is the fusion at t, bit for bit."""
+    from tilex import kernels
+    from tilex.engine.fuse import fuse_with_evidence
+
+    rng = np.random.default_rng(7)
+    g = rng.random((3, 24, 20), dtype=np.float32)
+    b = rng.random((4, 3, 24, 20), dtype=np.float32)
+    b[2] = g  # a band equal to the visible image: dissimilarity 0
+    b[1, 0, :3] = np.nan  # a band that never wins there
+    b[:, 2, 5, 5] = np.nan  # a pixel where no band has a value
+    lo, hi = (
+        np.array([0.2, 0.4, 0.0, 0.1], np.float32),
+        np.array([2.0, 1.5, 1.0, 3.0], np.float32),
+    )
+    if norm == "pixel":
+        lo = hi = None
+    spec = FusionSpec(norm=norm, threshold=threshold, keep_normalised=True)
+    fused, evidence = fuse_with_evidence(g, b, lo, hi, spec)
+    direct = kernels.fuse(
+        g, b, lo, hi, norm=norm, threshold=threshold, keep_normalised=True
+    )  # fmt: skip
+    for name in ("winner", "score", "collage", "normalised"):
+        np.testing.assert_array_equal(getattr(fused, name), getattr(direct, name), err_msg=name)
+    assert evidence[5, 5] == 0.0
+    np.testing.assert_array_equal(fused.winner > 0, evidence > np.float32(threshold))
+    np.testing.assert_array_equal(fused.score, np.where(evidence > threshold, evidence, 0))

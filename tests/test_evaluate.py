@@ -37,7 +37,7 @@ def evaluated(tmp_path_factory):
         calibrate="none", norm="band",
     )  # fmt: skip
     out = open_output(tmp / "out")
-    score = np.asarray(out["score"].levels[0][0])
+    score = np.asarray(out["evidence"].levels[0][0])  # what the AUC ranks
     winner = np.asarray(out["winner"].levels[0][...])
     mask_path = tmp / "scan" / "hidden_mask.tif"
     hidden = tifffile.imread(mask_path) != 0
@@ -45,12 +45,15 @@ def evaluated(tmp_path_factory):
 
 
 def test_auc_equals_the_in_memory_auc(evaluated):
-    out, mask, score, _, hidden = evaluated
+    out, mask, evidence, _, hidden = evaluated
     detection = evaluate_output(out, mask)
     assert 0.5 < detection.auc <= 1.0
-    assert detection.auc == pytest.approx(roc_auc(score, hidden), abs=1e-3)
+    assert detection.auc == pytest.approx(roc_auc(evidence, hidden), abs=1e-3)
     # exact for the scores quantised to the histogram's bins
-    assert detection.auc == pytest.approx(roc_auc(quantise(score), hidden), abs=1e-12)
+    assert detection.auc == pytest.approx(roc_auc(quantise(evidence), hidden), abs=1e-12)
+    # the thresholded score ties every unflagged pixel at 0: the evidence ranks them too
+    thresholded = np.asarray(open_output(out)["score"].levels[0][0])
+    assert detection.auc > roc_auc(thresholded, hidden) + 0.005
 
 
 def test_flagged_measures_equal_hand_counts(evaluated):

@@ -1,7 +1,8 @@
 """Detection measured: a finished output's score and winner against a known hidden mask.
 
-:func:`evaluate_output` streams level 0 of an output's ``score`` and
-``winner`` images one chunk row at a time beside the same rows of a truth
+:func:`evaluate_output` streams level 0 of an output's ``evidence`` (the
+score before the threshold, which ranks every pixel; ``score`` in outputs
+older than it) and ``winner`` images one chunk row at a time beside the same rows of a truth
 mask (nonzero = hidden; :func:`tilex.synth` writes one, ``hidden_mask.tif``),
 so memory is one chunk row whatever the scan's size. It keeps two mergeable
 summaries, :class:`DetectionCounts`:
@@ -259,7 +260,8 @@ def evaluate_output(
     Returns
     -------
     Detection
-        ROC AUC and average precision of the score; flagged fraction,
+        ROC AUC and average precision of the evidence (the score before
+        the threshold; the score itself for outputs older than it); flagged fraction,
         precision, recall, F1 and IoU of ``winner > 0``; the run's threshold.
 
     Raises
@@ -281,7 +283,9 @@ def evaluate_output(
     from tilex.readers import open_source
 
     output = out if isinstance(out, Output) else open_output(out)
-    score, winner = output["score"].levels[0], output["winner"].levels[0]
+    # the evidence ranks every pixel (the score is 0 below the run's threshold)
+    ranked = "evidence" if "evidence" in output.images else "score"
+    score, winner = output[ranked].levels[0], output["winner"].levels[0]
     height, width = (int(n) for n in winner.shape)
     counts = DetectionCounts.empty(bins)
     mask = open_source(truth)

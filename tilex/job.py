@@ -53,7 +53,8 @@ class RunReport:
         """What the run flagged (:class:`tilex.stats.Found`): from the output's ``tilex.json``,
         or from the result in memory; ``None`` for another sink."""
         if isinstance(self.sink, MemorySink) and self.sink.info is not None:
-            return Found.of(self.sink.score, self.sink.winner, self.sink.info.n_bands)
+            sink = self.sink
+            return Found.of(sink.score, sink.winner, sink.info.n_bands, sink.evidence)
         if self.out is None:
             return None
         from tilex.omezarr import read_manifest
@@ -63,7 +64,8 @@ class RunReport:
             return None
         winners = [0, *(b["pixels"] for b in record["bands"])]
         winners[0] = record["pixels"] - sum(winners)
-        return Found(tuple(winners), tuple(record["score_histogram"]["counts"]))
+        evidence = record.get("evidence_histogram", {}).get("counts", ())
+        return Found(tuple(winners), tuple(record["score_histogram"]["counts"]), tuple(evidence))
 
     @property
     def megapixels_per_second(self) -> float:
@@ -176,6 +178,7 @@ def run(
             channels=encoder.channels,
             pixel_size_um=scan.pixel_size_um,
             keep_normalised=plan.fusion.keep_normalised,
+            keep_evidence=True,
             provenance=_provenance(
                 scan,
                 encoder,

@@ -53,6 +53,7 @@ class TileResult:
     collage: np.ndarray  # float32 [C, h, w]
     overlay: np.ndarray  # uint8 [3, h, w]
     normalised: np.ndarray | None = None  # float32 [N, h, w]
+    evidence: np.ndarray | None = None  # float32 [h, w]: the score before the threshold
 
 
 class Record(dict):
@@ -106,6 +107,7 @@ class RunInfo:
     channels: int
     pixel_size_um: float | None = None
     keep_normalised: bool = False
+    keep_evidence: bool = False
     provenance: Record = field(default_factory=Record)
     stats: Record | None = None
 
@@ -196,6 +198,7 @@ class MemorySink:
         self.normalised = (
             np.zeros((info.n_bands, h, w), np.float32) if info.keep_normalised else None
         )
+        self.evidence = np.zeros((h, w), np.float32) if info.keep_evidence else None
         self.written = np.zeros((h, w), np.uint16)
 
     def write(self, result: TileResult) -> None:
@@ -206,6 +209,8 @@ class MemorySink:
         self.overlay[:, y0:y1, x0:x1] = result.overlay
         if self.normalised is not None and result.normalised is not None:
             self.normalised[:, y0:y1, x0:x1] = result.normalised
+        if self.evidence is not None and result.evidence is not None:
+            self.evidence[y0:y1, x0:x1] = result.evidence
         self.written[y0:y1, x0:x1] += 1
 
     def close(self, results: RunResults = RunResults()) -> None:  # noqa: B008 (frozen)

@@ -70,6 +70,7 @@ __all__ = [
     "BLOCK",
     "MAD_TO_SIGMA",
     "NOISE_K",
+    "EVIDENCE_BINS",
     "SCORE_BINS",
     "BandStats",
     "Found",
@@ -312,6 +313,9 @@ class BandStats:
 SCORE_BINS = 20
 """Bins of the score histogram in :class:`Found` (0.05 wide over [0, 1])."""
 
+EVIDENCE_BINS = 100
+"""Bins of the evidence histogram in :class:`Found` (0.01 wide over [0, 1]): the step of a threshold."""
+
 
 @dataclass(frozen=True)
 class Found:
@@ -319,7 +323,11 @@ class Found:
 
     ``winners[i]`` counts the pixels band ``i`` wins (``winners[0]``: no band,
     nothing flagged); ``histogram`` counts the scores of the flagged pixels in
-    :data:`SCORE_BINS` equal bins over [0, 1]. Summaries of disjoint regions
+    :data:`SCORE_BINS` equal bins over [0, 1]; ``evidence`` counts every
+    pixel's evidence (its score before the threshold, see
+    :func:`tilex.engine.fuse_with_evidence`) in :data:`EVIDENCE_BINS` bins, so
+    the share flagged at another threshold can be read without a new run
+    (``()`` when the output keeps no evidence). Summaries of disjoint regions
     (the output's write units, written by any process in any order) add up to
     the whole scan's, so the sink journals one per unit and merges them at the
     end, resumed or not.
@@ -329,25 +337,55 @@ class Found:
     >>> found = Found.of(np.array([[0.0, 0.7]], np.float32), np.array([[0, 2]], np.uint8), 2)
     >>> found.flagged_fraction, found.winners
     (0.5, (1, 0, 1))
+    >>> evidence = np.array([[0.3, 0.7]], np.float32)
+    >>> Found.of(evidence * (evidence > 0.5), evidence > 0.5, 1, evidence).flagged_at(0.2)
+    1.0
     """
 
     winners: tuple[int, ...]
     histogram: tuple[int, ...]
+    evidence: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, score: np.ndarray, winner: np.ndarray, n_bands: int) -> Found:
-        """The summary of one region's ``score`` and ``winner`` maps."""
+    def of(
+        cls,
+        score: np.ndarray,
+        winner: np.ndarray,
+        n_bands: int,
+        evidence: np.ndarray | None = None,
+    ) -> Found:
+        """The summary of one region's ``score`` and ``winner`` maps (and its ``evidence``)."""
         winner = np.asarray(winner)
-        winners = np.bincount(winner.ravel(), minlength=n_bands + 1)
+        winners = np.bincount(winner.ravel().astype(np.intp), minlength=n_bands + 1)
         flagged = np.asarray(score).reshape(winner.shape)[winner > 0]  # score: [h, w] or [1, h, w]
         counts, _ = np.histogram(flagged, bins=SCORE_BINS, range=(0.0, 1.0))
-        return cls(tuple(int(v) for v in winners), tuple(int(v) for v in counts))
+        spread: tuple[int, ...] = ()
+        if evidence is not None:
+            values = np.asarray(evidence).ravel()
+            spread = tuple(int(v) for v in np.histogram(values, EVIDENCE_BINS, (0.0, 1.0))[0])
+        return cls(tuple(int(v) for v in winners), tuple(int(v) for v in counts), spread)
 
     def merge(self, other: Found) -> Found:
         return Found(
             tuple(a + b for a, b in zip(self.winners, other.winners, strict=True)),
             tuple(a + b for a, b in zip(self.histogram, other.histogram, strict=True)),
+            tuple(a + b for a, b in zip(self.evidence, other.evidence, strict=True))
+            if self.evidence and other.evidence
+            else (),
         )
+
+    def flagged_at(self, threshold: float) -> float:
+        """The share of pixels whose evidence is at least ``threshold`` (read to 0.01).
+
+        Pixels flag at a threshold ``t`` when their evidence exceeds ``t``; the
+        histogram's resolution makes this the share at ``t`` rounded down to
+        a multiple of 0.01 (pixels exactly on a bin edge count as flagged).
+        NaN when the output keeps no evidence.
+        """
+        if not self.evidence:
+            return float("nan")
+        first = min(max(int(math.floor(threshold * EVIDENCE_BINS + 1e-9)), 0), EVIDENCE_BINS)
+        return sum(self.evidence[first:]) / max(sum(self.evidence), 1)
 
     @property
     def pixels(self) -> int:
@@ -371,6 +409,17 @@ class Found:
                 "edges": [round(i / SCORE_BINS, 6) for i in range(SCORE_BINS + 1)],
                 "counts": list(self.histogram),
             },
+            **(
+                {
+                    "evidence_histogram": {
+                        "edges": [round(i / EVIDENCE_BINS, 6) for i in range(EVIDENCE_BINS + 1)],
+                        "counts": list(self.evidence),
+                    },
+                    "flagged_at": {f"{t / 10:.1f}": self.flagged_at(t / 10) for t in range(1, 10)},
+                }
+                if self.evidence
+                else {}
+            ),
         }
 
     def describe(self, band_names: tuple[str, ...]) -> str:

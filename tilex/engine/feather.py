@@ -98,7 +98,7 @@ import numpy as np
 
 from tilex import kernels
 from tilex.colour import luminance
-from tilex.engine.fuse import compared, winner_features
+from tilex.engine.fuse import compared, fuse_with_evidence, winner_features
 from tilex.errors import TileError
 from tilex.grid import Region, Tile, TileGrid, unit_of
 from tilex.plan import FusionSpec
@@ -351,10 +351,9 @@ class FeatherMerger:
         h, w = core.d.shape[1:]
         spec = self.fusion
         try:
-            fused = kernels.fuse(
-                np.zeros((1, h, w), np.float32), core.d[:, None], lo, hi,
-                norm=spec.kernel_norm, threshold=spec.threshold, keep_normalised=spec.keep_normalised,
-            )  # fmt: skip
+            fused, evidence = fuse_with_evidence(
+                np.zeros((1, h, w), np.float32), core.d[:, None], lo, hi, spec
+            )
             over = kernels.overlay(np.ascontiguousarray(core.gray), fused.score)
         except Exception as err:
             raise TileError(
@@ -364,6 +363,7 @@ class FeatherMerger:
             region=core.tile.core,
             winner=fused.winner,
             score=fused.score,
+            evidence=evidence,
             collage=winner_features(core.b, fused.winner),  # the winner's blended band features
             overlay=over,
             normalised=fused.normalised,

@@ -26,7 +26,13 @@ from tilex.plan import FusionSpec
 from tilex.sink import TileResult
 from tilex.stats import BandStats
 
-__all__ = ["FuseMerger", "compared", "normalisation_ranges", "winner_features"]
+__all__ = [
+    "FuseMerger",
+    "compared",
+    "fuse_with_evidence",
+    "normalisation_ranges",
+    "winner_features",
+]
 
 
 def compared(g: Any, b: Any) -> tuple[Any, Any]:
@@ -40,6 +46,32 @@ def compared(g: Any, b: Any) -> tuple[Any, Any]:
         return g, b
     diff = b - g  # NumPy or CuPy, as the inputs
     return np.zeros_like(g[0]), diff
+
+
+def fuse_with_evidence(
+    g: Any, b: Any, lo: Any, hi: Any, spec: FusionSpec
+) -> tuple[kernels.Fusion, Any]:
+    """The fusion at ``spec.threshold`` and its evidence, from one kernel call.
+
+    The evidence of a pixel is its largest clamped normalised value before the
+    threshold (0 where every band is NaN): the kernels fused at threshold 0
+    return it as their score, with the first arg-max band as winner. By the
+    kernels' contract the fusion at any threshold ``t`` is that one with every
+    pixel whose evidence is ``<= t`` cleared (winner 0, score 0, collage 0),
+    bit for bit (``tests/test_engine.py``). So a stored evidence map re-draws
+    the run at any other threshold without encoding anything again
+    (``flagged = evidence > t``).
+    """
+    full = kernels.fuse(
+        g, b, lo, hi, norm=spec.kernel_norm, threshold=0.0, keep_normalised=spec.keep_normalised
+    )
+    evidence = full.score
+    cleared = evidence <= np.float32(spec.threshold)  # NumPy or CuPy, as the inputs
+    winner, score, collage = full.winner.copy(), evidence.copy(), full.collage
+    winner[cleared] = 0
+    score[cleared] = 0.0
+    collage[:, cleared] = 0.0
+    return full._replace(winner=winner, score=score, collage=collage), evidence
 
 
 def winner_features(b: Any, winner: Any) -> Any:
@@ -77,12 +109,7 @@ class FuseMerger:
         gray = backend.to_kernel(backend.upload(luminance(visible)))
         try:
             g, diff = compared(g, b)
-            fused = kernels.fuse(
-                g, diff, self.lo, self.hi,
-                norm=self.fusion.kernel_norm,
-                threshold=self.fusion.threshold,
-                keep_normalised=self.fusion.keep_normalised,
-            )  # fmt: skip
+            fused, evidence = fuse_with_evidence(g, diff, self.lo, self.hi, self.fusion)
             over = kernels.overlay(gray, fused.score)
         except Exception as err:
             raise TileError(f"{tile.describe()}: fusion failed: {err}", tile=tile) from err
@@ -93,6 +120,7 @@ class FuseMerger:
             region=tile.core,
             winner=get(fused.winner),
             score=get(fused.score),
+            evidence=get(evidence),
             collage=get(collage),
             overlay=get(over),
             normalised=get(fused.normalised),

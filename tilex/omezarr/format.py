@@ -238,6 +238,13 @@ def output_images(info: RunInfo) -> list[ImageSpec]:
             ("red", "green", "blue"), ("FF0000", "00FF00", "0000FF"),
         ),
     ]  # fmt: skip
+    if info.keep_evidence:
+        images.append(
+            ImageSpec(
+                "evidence", "evidence.ome.zarr", "evidence", f32, 1, reduce_mean, "mean",
+                ("evidence",), ("FFFFFF",),
+            )
+        )  # fmt: skip
     if info.keep_normalised:
         images.append(
             ImageSpec(
@@ -260,7 +267,7 @@ def tile_field(result: TileResult, spec: ImageSpec) -> np.ndarray:
     if data is None:
         raise OutputError(f"tile {result.region} has no {spec.field!r} but the output keeps it")
     data = np.asarray(data)
-    if spec.name == "score":
+    if spec.name in ("score", "evidence"):
         data = data[None]
     y0, y1, x0, x1 = result.region
     want = spec.buffer_shape(y1 - y0, x1 - x0)

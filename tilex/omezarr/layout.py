@@ -46,7 +46,7 @@ from tilex.omezarr.journal import Journal, fsync_files, os_errors_name, write_js
 from tilex.omezarr.units import Index, UnitBuffer, UnitGrid, place_reduced, reduce
 from tilex.resume import fingerprint
 from tilex.sink import RunInfo, RunResults
-from tilex.stats import SCORE_BINS, Found
+from tilex.stats import EVIDENCE_BINS, SCORE_BINS, Found
 
 __all__ = ["OutputLayout"]
 
@@ -242,9 +242,11 @@ class OutputLayout:
             for spec in self.windowed:
                 part = ngff.window_sample(data[spec.name], region, self.stride)
                 payload.update({f"{spec.name}.{k}": v for k, v in part.items()})
-            found = Found.of(data["score"], data["winner"], self.info.n_bands)
+            found = Found.of(data["score"], data["winner"], self.info.n_bands, data.get("evidence"))
             payload["found.winners"] = np.asarray(found.winners, np.int64)
             payload["found.histogram"] = np.asarray(found.histogram, np.int64)
+            if found.evidence:
+                payload["found.evidence"] = np.asarray(found.evidence, np.int64)
         checkpoint(
             "unit" if level == 0 else f"level{level}"
         )  # a crash here: written, not journaled
@@ -286,13 +288,24 @@ class OutputLayout:
         cluster runs alike: every unit journaled its own share).
         """
         parts: dict[str, list[dict]] = {s.name: [] for s in self.windowed}
-        found = Found((0,) * (self.info.n_bands + 1), (0,) * SCORE_BINS)
+        found = Found(
+            (0,) * (self.info.n_bands + 1),
+            (0,) * SCORE_BINS,
+            (0,) * EVIDENCE_BINS if self.info.keep_evidence else (),
+        )
         for index in self.units(0):
             payload = self.journal.payload(0, index)
             for name, samples in parts.items():
                 samples.append({k: payload[f"{name}.{k}"] for k in ("sample", "lo", "hi")})
             winners, histogram = payload["found.winners"], payload["found.histogram"]
-            found = found.merge(Found(tuple(winners.tolist()), tuple(histogram.tolist())))
+            evidence = payload.get("found.evidence")
+            found = found.merge(
+                Found(
+                    tuple(winners.tolist()),
+                    tuple(histogram.tolist()),
+                    () if evidence is None else tuple(evidence.tolist()),
+                )
+            )
         windows = {s.name: ngff.windows(int(s.channels or 1), parts[s.name]) for s in self.windowed}
         return windows, found
 
