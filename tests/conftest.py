@@ -189,3 +189,88 @@ def _killed_then_resumed(scan: Path, out: Path, options: list[str], point: str =
 def killed_then_resumed() -> Callable[..., None]:
     """Run ``tilex run SCAN -o OUT OPTIONS``, SIGKILL it midway, resume it (asserting both)."""
     return _killed_then_resumed
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A real ``tilex.run`` of a small synthetic scan (640 x 480, 3 bands): its output folder.
+
+    Chunks of 256 px, so it has 3 pyramid levels and 6 tiles on level 0, and
+    the per-band maps are kept. Made once per session (about 10 s on 2 cores)
+    for the viewer and export tests; treat it as read-only.
+    """
+    import tilex
+
+    root = tmp_path_factory.mktemp("small-run")
+    scan = tilex.synth(root / "scan", size=(480, 640), bands=3, seed=3)
+    out = root / "out"
+    tilex.run(scan, out, device="cpu", tile=256, unit=512, chunk=256, keep_dissimilarity=True)
+    return out
+
+
+# Debian's Chromium as a machine without a screen or network starts it (see tests/test_view.py)
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Any:
+    """A headless Chromium (Debian's ``chromium``, driven by Playwright), or a skip.
+
+    No browser is downloaded: the tests skip cleanly when ``chromium`` (or
+    ``$TILEX_CHROMIUM``) or the ``playwright`` package is missing. Playwright
+    gives every launch a fresh profile.
+    """
+    import os
+    import shutil
+
+    executable = os.environ.get("TILEX_CHROMIUM") or shutil.which("chromium")
+    if not executable:
+        pytest.skip("no chromium to test in (Debian: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=list(CHROMIUM_FLAGS)
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium) -> Callable[..., Any]:
+    """``browser_page(url)``: a 1200 x 800 page at ``url`` whose ``problems`` list collects
+    console errors, page errors, failed requests and requests to any other host."""
+    from urllib.parse import urlsplit
+
+    pages = []
+
+    def open_page(url: str, *, width: int = 1200, height: int = 800) -> Any:
+        page = chromium.new_page(viewport={"width": width, "height": height})
+        problems: list[str] = []
+        host = urlsplit(url).netloc
+        page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+        page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+        page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+        page.on(
+            "request",
+            lambda r: (
+                urlsplit(r.url).netloc == host
+                or r.url.startswith("data:")
+                or problems.append(f"left the machine: {r.url}")
+            ),
+        )
+        page.problems = problems
+        pages.append(page)
+        page.goto(url)
+        return page
+
+    yield open_page
+    for page in pages:
+        page.close()
