@@ -1,9 +1,11 @@
 """tilex export (pyramidal OME-TIFF), tilex preview (three panels) and the validate/export/preview
-commands, on a small output written through OmeZarrSink."""
+commands, on a small output written through OmeZarrSink (and on conftest's small real run for
+the threshold and pixel size); libvips reads the OME-TIFFs when it is installed."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from tilex.errors import OutputError, OutputExistsError
 from tilex.export import export_ome_tiff
 from tilex.omezarr import OmeZarrSink, open_output
 from tilex.preview import render_preview, visible_from_overlay, write_preview
+from tilex.render import Pictures
 from tilex.sink import RunInfo, TileResult
 
 SHAPE = (1500, 1100)
@@ -79,9 +82,13 @@ def test_export_every_level_matches_the_zarr_levels(out, tmp_path, image):
         for level, array in zip(series.levels, zarr_levels, strict=True):
             assert level.keyframe.tilewidth == level.keyframe.tilelength == 512
             want = np.asarray(array[...])
+            if image == "overlay":  # interleaved RGB: y, x, sample
+                want = np.moveaxis(want, 0, -1)
             np.testing.assert_array_equal(level.asarray().reshape(want.shape), want)
         if image == "overlay":
             assert series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
+            assert series.keyframe.planarconfig == tifffile.PLANARCONFIG.CONTIG
+            assert series.axes == "YXS"
 
 
 def test_export_refuses_to_overwrite_and_unknown_images(out, tmp_path):
@@ -196,3 +203,134 @@ def test_cli_refuses_an_incomplete_output(tmp_path):
         res = CliRunner().invoke(main, [*command, str(tmp_path / "OUT")])
         assert res.exit_code == 2
         assert "incomplete" in res.output
+
+
+def _vips(*command: str) -> str:
+    import subprocess
+
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(
+    shutil.which("vips") is None, reason="no libvips (Debian: apt-get install libvips-tools)"
+)
+@pytest.mark.parametrize(
+    ("image", "compression"),
+    [("overlay", "zlib"), ("overlay", "jpeg"), ("score", "zlib"), ("collage", "zstd")],
+)
+def test_libvips_crops_every_level_and_agrees_with_tifffile_and_the_ome_xml(
+    out, tmp_path, image, compression
+):
+    """libvips (an independent reader) decodes a region of every level: the interleaved RGB
+    overlay in deflate or JPEG tiles, float images one plane per page."""
+    from xml.etree import ElementTree
+
+    import tifffile
+
+    dest = export_ome_tiff(out, tmp_path / "x.ome.tif", image=image, compression=compression)
+    levels = open_output(out)[image].levels
+    c, h, w = levels[0].shape
+    rgb = image == "overlay"
+    with tifffile.TiffFile(dest) as tif:
+        series = tif.series[0]
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+        decoded = [level.asarray() for level in series.levels]
+    if not rgb:  # tifffile drops a single channel's axis
+        decoded = [a.reshape(-1, *a.shape[-2:]) for a in decoded]
+    shapes = [a.shape for a in decoded]
+    assert (pixels.get("SizeX"), pixels.get("SizeY"), pixels.get("SizeC")) == tuple(
+        str(n) for n in (w, h, c)
+    )
+    assert pixels.get("Interleaved", "false") == ("true" if rgb else "false")
+    assert len(shapes) == len(levels) > 1
+    for k, level in enumerate(levels):
+        source = f"{dest}[subifd={k - 1}]"  # -1: the main page (level 0)
+        lc, lh, lw = level.shape
+        header = [int(_vips("vipsheader", "-f", f, source)) for f in ("width", "height", "bands")]
+        assert header == [lw, lh, 3 if rgb else 1]
+        assert int(_vips("vipsheader", "-f", "n-pages", source)) == (1 if rgb else lc)
+        assert shapes[k] == ((lh, lw, 3) if rgb else (lc, lh, lw))
+        x, y = lw // 3, lh // 4
+        cw, ch = min(300, lw - x), min(200, lh - y)
+        crop = tmp_path / f"crop{k}.tif"
+        _vips("vips", "crop", source, str(crop), str(x), str(y), str(cw), str(ch))
+        got = tifffile.imread(crop)
+        want = np.asarray(level[..., y : y + ch, x : x + cw])
+        want = np.moveaxis(want, 0, -1) if rgb else want[0]
+        mine = decoded[k][y : y + ch, x : x + cw] if rgb else decoded[k][0, y : y + ch, x : x + cw]
+        if compression == "jpeg":  # lossy: libvips and tifffile decode the same JPEG tiles
+            assert np.abs(got.astype(int) - want).mean() < 3
+            assert np.abs(got.astype(int) - mine).max() <= 2
+        else:
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(mine, want)
+
+
+@pytest.mark.skipif(shutil.which("vips") is None, reason="no libvips")
+def test_ome_tiff_pixel_size_agrees_in_every_reader(small_run, tmp_path):
+    from xml.etree import ElementTree
+
+    import tifffile
+
+    um = open_output(small_run).manifest["output"]["pixel_size_um"]
+    dest = export_ome_tiff(small_run, tmp_path / "o.ome.tif")
+    with tifffile.TiffFile(dest) as tif:
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+        x_resolution = tif.pages[0].tags["XResolution"].value
+    assert float(pixels.get("PhysicalSizeX")) == pytest.approx(um)
+    assert x_resolution[1] / x_resolution[0] * 1e4 == pytest.approx(um, rel=1e-6)  # per cm
+    per_mm = float(_vips("vipsheader", "-f", "xres", str(dest)))
+    assert 1000 / per_mm == pytest.approx(um, rel=1e-5)
+
+
+def test_export_at_another_threshold_needs_no_new_run(small_run, tmp_path):
+    """``--threshold T`` draws the score, overlay and collage from the stored evidence: the
+    score a run at T stores (evidence where above T), on every level."""
+    import tifffile
+    from tilex.kernels.reference import overlay_reference
+
+    output = open_output(small_run)
+
+    def levels(image: str, **options) -> list[np.ndarray]:
+        dest = export_ome_tiff(
+            small_run, tmp_path / f"{image}.tif", image=image, overwrite=True, **options
+        )
+        with tifffile.TiffFile(dest) as tif:
+            found = [level.asarray() for level in tif.series[0].levels]
+        return found if image == "overlay" else [a.reshape(-1, *a.shape[-2:]) for a in found]
+
+    # at the run's threshold, the stored arrays
+    for image in ("score", "overlay", "collage"):
+        for got, stored in zip(levels(image, threshold=0.5), output[image].levels, strict=True):
+            want = np.asarray(stored[...])
+            np.testing.assert_array_equal(
+                got, np.moveaxis(want, 0, -1) if image == "overlay" else want
+            )
+    t = np.float32(0.7)
+    scores = levels("score", threshold=0.7)
+    for k, got in enumerate(scores):
+        evidence = np.asarray(output["evidence"].levels[k][0])
+        np.testing.assert_array_equal(got[0], np.where(evidence > t, evidence, 0))
+    evidence = np.asarray(output["evidence"].levels[0][0])
+    flagged = evidence > t
+    assert 0 < flagged.sum() < (evidence > 0.5).sum()
+    overlay = levels("overlay", threshold=0.7)[0].astype(int)
+    stored = np.moveaxis(np.asarray(output["overlay"].levels[0][...]), 0, -1).astype(int)
+    assert np.abs(overlay - stored)[flagged].max() <= 2  # same score: the stored overlay
+    grey = overlay[~flagged]
+    assert (grey.max(axis=-1) == grey.min(axis=-1)).all()  # no longer tinted
+    gray = Pictures(output).grey(0, (0, 480, 0, 640)).astype(np.float32) / np.float32(255)
+    np.testing.assert_array_equal(
+        np.moveaxis(overlay_reference(gray, scores[0][0]), 0, -1), overlay
+    )
+    collage = levels("collage", threshold=0.7)[0]
+    stored_collage = np.asarray(output["collage"].levels[0][...])
+    np.testing.assert_array_equal(collage[:, flagged], stored_collage[:, flagged])
+    assert (collage[:, ~flagged] == 0).all()
+    # below the run's threshold: score and overlay yes, the collage (which needs the winner) no
+    low = levels("score", threshold=0.3)[0][0]
+    np.testing.assert_array_equal(low, np.where(evidence > np.float32(0.3), evidence, 0))
+    with pytest.raises(OutputError, match="the collage needs the winning band"):
+        export_ome_tiff(small_run, tmp_path / "c.tif", image="collage", threshold=0.3)
+    with pytest.raises(OutputError, match="JPEG compression needs a uint8 RGB image"):
+        export_ome_tiff(small_run, tmp_path / "s.tif", image="score", compression="jpeg")

@@ -1,17 +1,26 @@
-"""Export one image of a tilex output as a pyramidal OME-TIFF (for QuPath, Fiji, ...).
+"""Export one image of a tilex output as a pyramidal OME-TIFF (for QuPath, Fiji, IIPImage, libvips).
 
 Level 0 is the main image; every other level of the OME-Zarr pyramid becomes
 a SubIFD (``subfiletype=1``) of it, so the TIFF has the same levels as the
-Zarr.  Tiles are ``512 x 512`` and are streamed from the zarr level one row of
-tiles at a time: memory holds one row of tiles of one channel, whatever the
-image size.  The overlay (uint8 RGB) is written as one RGB page (planar
-configuration "separate"); float images as one grey page per channel.
+Zarr. Tiles are ``512 x 512`` and are read from the zarr levels one tile at
+a time (whole chunks): memory holds one tile, whatever the image size.
+
+- uint8 RGB (the overlay) is written as *interleaved* RGB tiles (planar
+  configuration "contig"), compressed with deflate (``zlib``), ``zstd``,
+  ``lzw`` or ``jpeg`` as the user picks: what image servers of the IIPImage
+  kind and libvips read.
+- float images (collage, score, evidence, dissimilarity) keep their channels
+  as separate planes, one grey page per channel (libvips cannot decode a
+  tiled float image with separate planes; tifffile, Bio-Formats and QuPath do).
+
+With ``threshold``, the overlay, score and collage are drawn as they are at
+that threshold (:class:`tilex.render.Pictures`) without re-encoding the scan.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +28,44 @@ import numpy as np
 
 from tilex.errors import OutputError, OutputExistsError
 from tilex.omezarr import OutputImage, open_output
+from tilex.render import Pictures
 
-__all__ = ["EXPORT_IMAGES", "export_ome_tiff"]
+__all__ = ["COMPRESSIONS", "EXPORT_IMAGES", "export_ome_tiff"]
 
-EXPORT_IMAGES = ("overlay", "collage", "score", "dissimilarity")
-"""Images of an output that can be exported (``dissimilarity`` only when kept)."""
+EXPORT_IMAGES = ("overlay", "collage", "score", "evidence", "dissimilarity")
+"""Images of an output that can be exported (``evidence`` and ``dissimilarity`` only when stored)."""
+
+COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
+"""TIFF tile compressions (``jpeg``: uint8 RGB only)."""
 
 TILE = 512
 
+Read = Callable[[int, tuple[int, int, int, int]], np.ndarray]
 
-def _tiles(array: Any, tile: int) -> Iterator[np.ndarray]:
-    """Every ``tile x tile`` tile of a ``[c, h, w]`` zarr array: channel, row, column order."""
-    c, h, w = array.shape
-    for ch in range(c):
-        for y0 in range(0, h, tile):
-            band = np.asarray(array[ch, y0 : y0 + tile, :])  # one read per row of tiles
-            for x0 in range(0, w, tile):
-                yield np.ascontiguousarray(band[:, x0 : x0 + tile])
+
+def _reader(pictures: Pictures, image: str) -> Read:
+    """``read(level, region) -> [c, h, w]`` for ``image`` at the pictures' threshold."""
+    if image == "overlay":
+        return pictures.overlay
+    if image == "score":
+        return lambda level, region: pictures.score(level, region)[None]
+    if image == "collage":
+        pictures.require_winner("the collage")
+        return pictures.collage_features
+    return lambda level, region: pictures.read(image, level, region)
+
+
+def _tiles(read: Read, level: int, shape: tuple[int, ...], contig: bool) -> Iterator[np.ndarray]:
+    """The level's tiles in the order tifffile writes them (per channel unless ``contig``)."""
+    c, h, w = shape
+    for ch in [None] if contig else range(c):
+        for y0 in range(0, h, TILE):
+            for x0 in range(0, w, TILE):
+                block = read(level, (y0, min(y0 + TILE, h), x0, min(x0 + TILE, w)))
+                if contig:
+                    yield np.ascontiguousarray(np.moveaxis(block, 0, -1))
+                else:
+                    yield np.ascontiguousarray(block[ch])
 
 
 def export_ome_tiff(
@@ -44,6 +74,8 @@ def export_ome_tiff(
     *,
     image: str = "overlay",
     compression: str = "zlib",
+    quality: int = 90,
+    threshold: float | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write one image of the output ``out`` as a pyramidal, tiled OME-TIFF.
@@ -54,10 +86,16 @@ def export_ome_tiff(
         A complete tilex output folder.
     dest : path-like, optional
         The ``.ome.tif`` to write; default ``OUT/<image>.ome.tif``.
-    image : {"overlay", "collage", "score", "dissimilarity"}
+    image : {"overlay", "collage", "score", "evidence", "dissimilarity"}
         Which image to export.
-    compression : str
-        A tifffile compression (``"zlib"``, ``"zstd"``, ``"none"``, ...).
+    compression : {"zlib", "zstd", "lzw", "jpeg", "none"}
+        Tile compression; ``jpeg`` (lossy, ``quality``) for the overlay only.
+    quality : int
+        JPEG quality, 1 to 100.
+    threshold : float, optional
+        Export the overlay, score or collage as they are at this threshold
+        instead of the run's (see :class:`tilex.render.Pictures` for which
+        thresholds an output can be drawn at).
     overwrite : bool
         Replace ``dest`` when it exists.
 
@@ -69,7 +107,8 @@ def export_ome_tiff(
     Raises
     ------
     OutputError
-        ``out`` is not a complete output or has no such image.
+        ``out`` is not a complete output, has no such image, or the options
+        do not fit the image.
     OutputExistsError
         ``dest`` exists and ``overwrite`` is false.
 
@@ -87,14 +126,27 @@ def export_ome_tiff(
         raise OutputError(
             f"cannot export image {image!r}: choose one of {', '.join(EXPORT_IMAGES)}"
         )
+    if compression not in COMPRESSIONS:
+        raise OutputError(
+            f"unknown compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}"
+        )
     img = output[image]
+    pictures = Pictures(output, threshold)
+    read = _reader(pictures, image)
     dest = Path(dest) if dest is not None else output.path / f"{image}.ome.tif"
     if dest.exists() and not overwrite:
         raise OutputExistsError(f"{dest} already exists: pass --overwrite or choose another -o")
-    pixel = output.manifest["output"].get("pixel_size_um")
     levels = img.levels
     c, h, w = levels[0].shape
-    rgb = image == "overlay"
+    rgb = c == 3 and levels[0].dtype == np.uint8
+    if compression == "jpeg" and not rgb:
+        raise OutputError(
+            f"JPEG compression needs a uint8 RGB image; {image} is {levels[0].dtype} with"
+            f" {c} channel(s): use zlib or zstd"
+        )
+    if not 1 <= quality <= 100:
+        raise OutputError(f"JPEG quality must be 1 to 100, got {quality}")
+    pixel = output.manifest["output"].get("pixel_size_um")
     options: dict[str, Any] = {
         "tile": (TILE, TILE),
         "compression": None if compression == "none" else compression,
@@ -102,33 +154,45 @@ def export_ome_tiff(
         "dtype": levels[0].dtype,
     }
     if rgb:
-        options["planarconfig"] = "separate"
+        options["planarconfig"] = "contig"
+    if compression == "jpeg":
+        options["compressionargs"] = {"level": quality}
     if pixel:
         options["resolution"] = (1e4 / pixel, 1e4 / pixel)  # pixels per centimetre
         options["resolutionunit"] = "CENTIMETER"
-    metadata = _ome_metadata(img, pixel)
+
+    def shape_of(level: Any) -> tuple[int, ...]:
+        lc, lh, lw = level.shape
+        return (lh, lw, lc) if rgb else (lc, lh, lw)
+
+    metadata = _ome_metadata(img, pixel, rgb)
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
         with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
             tif.write(
-                _tiles(levels[0], TILE),
-                shape=(c, h, w),
+                _tiles(read, 0, levels[0].shape, rgb),
+                shape=shape_of(levels[0]),
                 subifds=len(levels) - 1,
                 metadata=metadata,
                 **options,
             )
-            for level in levels[1:]:
-                tif.write(_tiles(level, TILE), shape=tuple(level.shape), subfiletype=1, **options)
+            for k, level in enumerate(levels[1:], start=1):
+                tif.write(
+                    _tiles(read, k, level.shape, rgb),
+                    shape=shape_of(level),
+                    subfiletype=1,
+                    **options,
+                )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-def _ome_metadata(img: OutputImage, pixel_um: float | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"axes": "CYX", "Name": img.name}
+def _ome_metadata(img: OutputImage, pixel_um: float | None, rgb: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {"axes": "YXS" if rgb else "CYX", "Name": img.name}
     labels = img.channel_labels
-    if labels:
+    if labels and not rgb:
         meta["Channel"] = {"Name": labels}
     if pixel_um:
         meta.update(
