@@ -150,6 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._not_found()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the browser went away (a tile no longer in view)
+        except Exception:  # a bug or an unreadable chunk: say so, keep serving the rest
+            log.exception("tilex view: %s failed", self.path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain")
 
     def _not_found(self) -> None:
         self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
