@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote
 from tilex.errors import UsageError
 from tilex.render import Pictures
 from tilex.viewer.store import OutsideError, inside, open_inside
-from tilex.viewer.tiles import TileGrid, describe, pack, pixel, read_field
+from tilex.viewer.tiles import LevelGrid, describe, pack, pixel, read_field
 
 __all__ = ["ViewServer"]
 
@@ -81,7 +81,7 @@ class ViewServer(ThreadingHTTPServer):
         self.output = open_inside(out)
         self.root: Path = self.output.path
         self.pictures = Pictures(self.output)
-        self.grid = TileGrid.of(self.pictures)
+        self.grid = LevelGrid.of(self.pictures)
         self.info = json.dumps(describe(self.pictures, self.grid)).encode()
         try:
             super().__init__((host, port), _Handler)

@@ -22,8 +22,10 @@ from (it applies the threshold, the band filter and the layers itself):
 
 :func:`pack` puts fields in one binary body: ``b"TLXT"``, a little-endian
 uint32 header length, the JSON header (``{"fields": {name: {"dtype",
-"shape", "offset"}}, ...}``), then each array's bytes, little-endian, at an
-offset that is a multiple of 8 (so the browser views them without copying).
+"shape", "offset"}}, ...}``, padded with spaces so that it ends on a multiple
+of 8 bytes), then each array's bytes, little-endian, at its ``offset`` from
+the end of the header, a multiple of 8 (so the browser views them without
+copying).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 
 from tilex.render import Pictures
 
-__all__ = ["MAGIC", "TileGrid", "describe", "pack", "pixel", "read_field"]
+__all__ = ["MAGIC", "LevelGrid", "describe", "pack", "pixel", "read_field"]
 
 MAGIC = b"TLXT"
 _FIELDS = ("grey", "overlay", "evidence", "score", "winner", "collage")
@@ -46,14 +48,14 @@ _BAND = re.compile(r"band:(\d+)")
 
 
 @dataclass(frozen=True)
-class TileGrid:
+class LevelGrid:
     """The tiles of every level: level ``k`` is cut into ``tile x tile`` squares from its corner."""
 
     shapes: tuple[tuple[int, int], ...]  # (h, w) of each level
     tile: int
 
     @classmethod
-    def of(cls, pictures: Pictures) -> TileGrid:
+    def of(cls, pictures: Pictures) -> LevelGrid:
         levels = pictures.output["overlay"].levels
         return cls(tuple(tuple(a.shape[-2:]) for a in levels), int(levels[0].chunks[-1]))
 
@@ -141,7 +143,7 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def describe(pictures: Pictures, grid: TileGrid) -> dict[str, Any]:
+def describe(pictures: Pictures, grid: LevelGrid) -> dict[str, Any]:
     """The output as the browser needs it (JSON-ready): sizes, bands, thresholds, scales."""
     from tilex.kernels.reference import ALPHA
 
