@@ -93,6 +93,7 @@ def command(
     """
     from pathlib import Path
 
+    _refuse_options_of_the_other_format(fmt)
     if fmt == "ome-tiff":
         from tilex.export import export_ome_tiff
 
@@ -134,3 +135,18 @@ def command(
             f"  look: python -m http.server 8000 --directory {path.resolve().parent}"
             f", then open http://localhost:8000/{path.resolve().name}/index.html"
         )
+
+
+_ONLY = {"ome-tiff": ("image", "compression"), "iiif": ("tile_format", "base_url")}
+
+
+def _refuse_options_of_the_other_format(fmt: str) -> None:
+    """``--image`` with ``--format iiif`` (and the like) would be ignored: say so instead."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    for other, names in _ONLY.items():
+        for name in names if other != fmt else ():
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                option = "--" + name.replace("_", "-")
+                raise click.UsageError(f"{option} is for --format {other}, not --format {fmt}")

@@ -230,6 +230,12 @@ def test_cli_export_iiif(small_run, tmp_path):
     assert "http.server 8000" in res.output and (tmp_path / "i" / "index.html").is_file()
     info = json.loads((tmp_path / "i" / "overlay" / "info.json").read_text())
     assert info["id"] == "http://localhost:8000/i/overlay"
+    res = CliRunner().invoke(
+        main, ["export", str(small_run), "--format", "iiif", "--image", "score"]
+    )
+    assert res.exit_code == 2 and "--image is for --format ome-tiff" in res.output
+    res = CliRunner().invoke(main, ["export", str(small_run), "--tile-format", "png"])
+    assert res.exit_code == 2 and "--tile-format is for --format iiif" in res.output
 
 
 def test_full_max_is_capped(tmp_path):
