@@ -18,7 +18,8 @@ from tilex._version import __version__
 from tilex.errors import TilexError, UsageError
 
 _COMMANDS = (
-    "demo", "synth", "run", "info", "preview", "view", "export", "validate", "evaluate", "train",
+    "demo", "synth", "run", "batch", "info", "preview", "view", "export", "validate", "evaluate",
+    "train",
 )  # fmt: skip
 
 log = logging.getLogger("tilex")
