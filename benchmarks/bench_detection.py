@@ -105,7 +105,10 @@ def baselines(scene: str, manifest: Path, hidden: np.ndarray) -> list[list]:
 
 
 METHODS = {
-    "tilex default": {},  # calibrated (affine), scored over each band's noise floor
+    "tilex default": {},  # calibrated, scored over each band's noise floor
+    "calibrate colour": {"calibrate": "colour"},
+    "calibrate flat": {"calibrate": "flat"},  # affine plus each band's illumination surface
+    "calibrate affine": {"calibrate": "affine"},  # the default before the surface
     "ArtExtract (calibrate none, norm band)": {"calibrate": "none", "norm": "band"},
 }
 """tilex's modes in the table: today's default and the fusion it had before issue 13."""

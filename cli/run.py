@@ -144,9 +144,10 @@ _TILE_HELP = (
     type=click.Choice(CALIBRATION_MODES),
     default=None,
     help="Compare each band with what the visible image predicts for it, fitted over the "
-    "statistics' sample: none (the default: with the visible image itself), gain (a gain and "
-    "offset of its linear luminance per band) or affine (an affine function of linear R, G, B "
-    "per band). Costs about twice the encoder work per pixel.",
+    "statistics' sample: flat (the default: an affine function of linear R, G, B plus a "
+    "quadratic surface over the scan for the band's uneven lighting), affine (without the "
+    "surface), gain (a gain and offset of the linear luminance) or none (ArtExtract: with the "
+    "visible image itself). Calibrated runs cost about twice the encoder work per pixel.",
 )
 @click.option(
     "--visible-encoding",

@@ -9,7 +9,19 @@ visible image instead:
   :func:`srgb_to_linear`) unless it is already linear (``visible="linear"``);
 - ``mode="affine"``: ``p_i = a_i . [R, G, B, 1]`` of linear RGB;
   ``mode="gain"``: ``p_i = g_i * Y + c_i`` with ``Y`` the Rec. 709 luminance
-  of linear RGB (:data:`LINEAR_LUMA`), stored as the same 4 coefficients.
+  of linear RGB (:data:`LINEAR_LUMA`), stored as the same 4 coefficients;
+  ``mode="flat"``: the affine model plus a quadratic surface over the scan,
+  ``q_i . [u, v, u^2, u v, v^2]`` with ``u, v`` the pixel's column and row
+  mapped to ``[-1, 1]`` over the whole scan (:func:`surface_terms`): each
+  band's own uneven illumination and vignetting, which no colour explains;
+  ``mode="colour"``: the flat model plus a colour table, ``t_i[cell(R, G, B)]``
+  with linear RGB cut into :data:`TABLE_CELLS` cells per channel: what a band
+  holds for each visible colour beyond the smooth model (a pigment that is
+  darker in the infrared than its colour says). A cell's value is the mean
+  residual of its pixels shrunk towards 0 by :data:`TABLE_SHRINK` pixels, so a
+  rare colour keeps the smooth model, and it is refitted without the pixels
+  far from it like the model (:data:`REFITS`). Hidden content is what differs
+  from the other pixels of the same visible colour.
 
 The fit is least squares from float64 sums ``X^T X`` and ``X^T y`` of each
 sampled square (:func:`tilex.stats.sample_regions`, read straight from the
@@ -40,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,6 +67,8 @@ __all__ = [
     "CUTOFF",
     "LINEAR_LUMA",
     "REFITS",
+    "TABLE_CELLS",
+    "TABLE_SHRINK",
     "VISIBLE_ENCODINGS",
     "Calibration",
     "CalibrationSpec",
@@ -61,9 +76,11 @@ __all__ = [
     "fit",
     "fit_scan",
     "srgb_to_linear",
+    "colour_cells",
+    "surface_terms",
 ]
 
-CALIBRATION_MODES = ("none", "gain", "affine")
+CALIBRATION_MODES = ("none", "gain", "affine", "flat", "colour")
 VISIBLE_ENCODINGS = ("srgb", "linear")
 LINEAR_LUMA: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
 """Rec. 709 luminance weights of *linear* red, green and blue (the gain model's ``Y``)."""
@@ -79,6 +96,12 @@ and decoded again each pass."""
 CUTOFF = 3.0
 """Pixels with ``|r| > CUTOFF * 1.4826 * median |r|`` are dropped before a refit."""
 
+TABLE_CELLS = 12
+"""Cells of the colour table per linear channel (``TABLE_CELLS ** 3`` colours)."""
+
+TABLE_SHRINK = 20.0
+"""A cell's value is ``sum(r) / (count + TABLE_SHRINK)``: a colour seen on few pixels adds little."""
+
 _SHIFT = 16  # |r| histogram: bits(float32) >> 16, 2**15 bins of relative width 2**-7
 _NBINS = 1 << 15
 
@@ -87,7 +110,7 @@ _NBINS = 1 << 15
 class CalibrationSpec:
     """Whether and how bands are predicted from the visible image (``--calibrate``)."""
 
-    mode: str = "affine"
+    mode: str = "flat"
     visible: str = "srgb"
 
     def __post_init__(self) -> None:
@@ -122,14 +145,62 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.04045, low, high).astype(np.float32)
 
 
-def _features(visible: np.ndarray, mode: str, linearise: bool) -> np.ndarray:
-    """``X [k, h*w]`` float64: linear ``R, G, B, 1`` (affine) or ``Y, 1`` (gain)."""
+def surface_terms(
+    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, ...]:
+    """``u, v, u^2, u v, v^2`` (float32) of pixels at scan ``rows`` and ``cols`` (equal shapes).
+
+    ``u = (2 col + 1) / W - 1`` and ``v = (2 row + 1) / H - 1``: pixel centres
+    mapped to ``[-1, 1]`` over the whole ``H x W`` scan, each rounded once from
+    float64 and multiplied in float32, so a pixel's terms do not depend on the
+    region it is read in.
+
+    Examples
+    --------
+    >>> u, v, uu, uv, vv = surface_terms(np.array([0, 1]), np.array([0, 3]), (2, 4))
+    >>> u.tolist(), v.tolist(), uv.tolist()
+    ([-0.75, 0.75], [-0.5, 0.5], [0.375, 0.375])
+    """
+    height, width = shape
+    u = ((2.0 * np.asarray(cols, np.float64) + 1.0) / width - 1.0).astype(np.float32)
+    v = ((2.0 * np.asarray(rows, np.float64) + 1.0) / height - 1.0).astype(np.float32)
+    return u, v, u * u, u * v, v * v
+
+
+def colour_cells(rgb: np.ndarray) -> np.ndarray:
+    """The colour-table cell (int64 ``[...]``) of linear ``rgb [3, ...]``.
+
+    Examples
+    --------
+    >>> colour_cells(np.array([[0.0, 1.0], [0.0, 1.0], [0.5, 1.0]], np.float32)).tolist()
+    [6, 1727]
+    """
+    index = np.clip(np.floor(np.asarray(rgb, np.float64) * TABLE_CELLS), 0, TABLE_CELLS - 1)
+    index = index.astype(np.int64)
+    return (index[0] * TABLE_CELLS + index[1]) * TABLE_CELLS + index[2]
+
+
+def _features(
+    visible: np.ndarray,
+    mode: str,
+    linearise: bool,
+    place: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """``X [k, h*w]`` float64: linear ``R, G, B, 1`` (affine), ``Y, 1`` (gain), or the
+    affine terms and :func:`surface_terms` (flat; ``place = (origin, scan shape)``)."""
     rgb = srgb_to_linear(visible) if linearise else np.asarray(visible, np.float32)
+    h, w = rgb.shape[1:]
     rgb = rgb.reshape(3, -1).astype(np.float64)
     ones = np.ones((1, rgb.shape[1]))
     if mode == "gain":
         y = LINEAR_LUMA[0] * rgb[0] + LINEAR_LUMA[1] * rgb[1] + LINEAR_LUMA[2] * rgb[2]
         return np.concatenate([y[None], ones])
+    if mode in ("flat", "colour"):
+        assert place is not None, "the flat model needs each square's place in the scan"
+        (oy, ox), shape = place
+        rows, cols = np.mgrid[oy : oy + h, ox : ox + w]
+        terms = np.stack(surface_terms(rows, cols, shape)).reshape(5, -1).astype(np.float64)
+        return np.concatenate([rgb, ones, terms])
     return np.concatenate([rgb, ones])
 
 
@@ -138,8 +209,10 @@ class Calibration:
     """A fitted model: ``p_i = c_i0 R + c_i1 G + c_i2 B + c_i3`` of linear RGB, per band.
 
     ``coefficients`` is a tuple of 4-tuples (for ``mode="gain"``, the gain
-    times :data:`LINEAR_LUMA` and the offset); ``linearised`` says whether the
-    visible plane is decoded from sRGB first.
+    times :data:`LINEAR_LUMA` and the offset), of 9-tuples for ``mode="flat"``
+    (then ``+ c_i4 u + c_i5 v + c_i6 u^2 + c_i7 u v + c_i8 v^2``, see
+    :func:`surface_terms`, over a scan of ``shape``); ``linearised`` says
+    whether the visible plane is decoded from sRGB first.
 
     Examples
     --------
@@ -152,27 +225,58 @@ class Calibration:
 
     mode: str
     linearised: bool
-    coefficients: tuple[tuple[float, float, float, float], ...]
+    coefficients: tuple[tuple[float, ...], ...]
     inliers: tuple[int, ...] = field(default=(), compare=False)
+    shape: tuple[int, int] | None = None  # the scan's, for the flat model's surface
+    table: tuple[tuple[float, ...], ...] | None = None  # [N][TABLE_CELLS ** 3], mode "colour"
+
+    @cached_property
+    def _table(self) -> np.ndarray | None:
+        return None if self.table is None else np.array(self.table, np.float32)
 
     @property
     def n_bands(self) -> int:
         return len(self.coefficients)
 
-    def predict(self, visible: np.ndarray) -> np.ndarray:
+    @property
+    def spatial(self) -> bool:
+        """Whether a prediction needs the pixels' places in the scan (flat and colour)."""
+        return self.mode in ("flat", "colour")
+
+    def predict(
+        self, visible: np.ndarray, places: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
         """The predicted bands ``[N, h, w]`` float32 of a visible ``[3, h, w]`` region.
 
-        Pointwise, in a fixed order of float32 operations: a pixel's
-        prediction does not depend on the region it is read in.
+        ``places`` (the flat model only): the scan row and column of every
+        pixel, two integer arrays ``[h, w]``; omitted, the region is the
+        whole scan. Pointwise, in a fixed order of
+        float32 operations: a pixel's prediction does not depend on the
+        region it is read in.
         """
         rgb = srgb_to_linear(visible) if self.linearised else np.asarray(visible, np.float32)
+        terms: tuple[np.ndarray, ...] = ()
+        if self.spatial:
+            if places is None and self.shape == tuple(rgb.shape[1:]):
+                places = tuple(np.mgrid[: rgb.shape[1], : rgb.shape[2]])  # type: ignore[assignment]
+            if places is None or self.shape is None:
+                raise ValueError(
+                    "the flat calibration predicts from the pixels' places in the scan"
+                )
+            terms = surface_terms(*places, self.shape)
         out = np.empty((self.n_bands, *rgb.shape[1:]), np.float32)
-        for i, (r, g, b, c) in enumerate(self.coefficients):
+        for i, (r, g, b, c, *surface) in enumerate(self.coefficients):
             p = np.float32(r) * rgb[0]
             p += np.float32(g) * rgb[1]
             p += np.float32(b) * rgb[2]
             p += np.float32(c)
+            for q, term in zip(surface, terms, strict=True):
+                p += np.float32(q) * term
             out[i] = p
+        if self._table is not None:
+            cells = colour_cells(rgb)
+            for i in range(self.n_bands):
+                out[i] += self._table[i][cells]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,16 +287,45 @@ class Calibration:
             "inliers": list(self.inliers),
             "refits": REFITS,
             "cutoff": CUTOFF,
+            **({"shape": list(self.shape)} if self.shape is not None else {}),
+            **({"table": _sparse(self.table)} if self.table is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Calibration:
+        shape = record.get("shape")
         return cls(
             str(record["mode"]),
             bool(record["linearised"]),
-            tuple(tuple(float(v) for v in c) for c in record["coefficients"]),  # type: ignore[misc]
+            tuple(tuple(float(v) for v in c) for c in record["coefficients"]),
             tuple(int(n) for n in record.get("inliers", ())),
+            None if shape is None else (int(shape[0]), int(shape[1])),
+            _dense(record["table"]) if record.get("table") else None,
         )
+
+
+def _sparse(table: tuple[tuple[float, ...], ...]) -> dict[str, Any]:
+    """The colour table for ``tilex.json``: each band's nonzero ``[cell, value]`` pairs."""
+    return {
+        "cells_per_channel": TABLE_CELLS,
+        "shrink": TABLE_SHRINK,
+        "values": [[[k, v] for k, v in enumerate(band) if v != 0.0] for band in table],
+    }
+
+
+def _dense(record: dict[str, Any]) -> tuple[tuple[float, ...], ...]:
+    if int(record["cells_per_channel"]) != TABLE_CELLS:
+        raise ValueError(
+            f"a colour table of {record['cells_per_channel']} cells per channel; "
+            f"this tilex uses {TABLE_CELLS}"
+        )
+    bands = []
+    for pairs in record["values"]:
+        band = [0.0] * TABLE_CELLS**3
+        for k, v in pairs:
+            band[int(k)] = float(v)
+        bands.append(tuple(band))
+    return tuple(bands)
 
 
 # --------------------------------------------------------------------------- the fit
@@ -249,9 +382,7 @@ def _accumulate(
     """Add one square's contribution to ``sums`` (normal equations, or the ``|r|`` histogram)."""
     n_bands = y.shape[0]
     if histogram:
-        r = _residuals(x, y, previous).astype(np.float32)  # type: ignore[arg-type]
-        bins = r.view(np.uint32) >> np.uint32(_SHIFT)
-        counts = np.stack([np.bincount(bins[i], minlength=_NBINS) for i in range(n_bands)])
+        counts = _abs_histogram(_residuals(x, y, previous))  # type: ignore[arg-type]
         sums.hist = counts if sums.hist is None else sums.hist + counts
         return
     keep = np.ones(y.shape, bool)
@@ -268,6 +399,13 @@ def _accumulate(
         xtx[i] = (xi[:, None, :] * xi[None, :, :]).sum(axis=-1)
         xty[i] = (xi * yi[None, :]).sum(axis=-1)
     sums.normal[index] = (xtx, xty, keep.sum(axis=1))
+
+
+def _abs_histogram(r: np.ndarray) -> np.ndarray:
+    """Integer histogram ``[N, bins]`` of ``|r|`` (float32 bit-pattern bins, see the module)."""
+    a = np.abs(r).astype(np.float32)
+    bins = a.view(np.uint32) >> np.uint32(_SHIFT)
+    return np.stack([np.bincount(bins[i], minlength=_NBINS) for i in range(a.shape[0])])
 
 
 def _solve(xtx: np.ndarray, xty: np.ndarray) -> np.ndarray:
@@ -289,6 +427,8 @@ def fit(
     spec: CalibrationSpec,
     *,
     groups: int = 1,
+    origins: Sequence[tuple[int, int]] | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> Calibration:
     """Fit ``spec``'s model to ``(visible [3, h, w], bands [N, h, w])`` squares, robustly.
 
@@ -297,7 +437,9 @@ def fit(
     per pass, so ``squares`` must be a sequence (or a re-iterable). The
     result is the same bits either way. ``groups`` splits the squares into
     that many contiguous groups whose sums are merged, as a cluster would;
-    the result does not depend on it.
+    the result does not depend on it. The flat model needs each square's
+    top-left ``origins`` in a scan of ``shape``; without them one square is
+    taken as the whole scan.
 
     Examples
     --------
@@ -312,6 +454,10 @@ def fit(
         raise ValueError("calibrate='none' fits nothing")
     squares = list(squares) if not isinstance(squares, Sequence) else squares
     linearise = spec.visible == "srgb"
+    if spec.mode in ("flat", "colour") and origins is None:
+        if len(squares) != 1:
+            raise ValueError("the flat model needs the squares' origins and the scan's shape")
+        origins, shape = [(0, 0)], tuple(squares[0][0].shape[1:])  # type: ignore[assignment]
 
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     held = 0
@@ -322,7 +468,8 @@ def fit(
         if index in cache:
             return cache[index]
         visible, bands = squares[index]
-        x = _features(visible, spec.mode, linearise)
+        place = (origins[index], shape) if spec.mode in ("flat", "colour") else None  # type: ignore[index]
+        x = _features(visible, spec.mode, linearise, place)  # type: ignore[arg-type]
         y = np.asarray(bands, np.float64).reshape(bands.shape[0], -1)
         if held + x.nbytes + y.nbytes <= CACHE_BYTES:
             cache[index] = (x, y)
@@ -346,14 +493,66 @@ def fit(
         ok = kept >= 4 * coef.shape[1]  # too few inliers (an exact fit): keep the previous model
         coef = np.where(ok[:, None], refit, coef)
         count = np.where(ok, kept, count)
+    table = None
+    if spec.mode == "colour":
+        # cut the residuals at float32 as predict() adds them: the table sees what a run compares
+        coef = coef.astype(np.float32).astype(np.float64)
+        table = _fit_table(len(squares), features, coef)
     if spec.mode == "gain":
         coef = np.concatenate([coef[:, :1] * np.array(LINEAR_LUMA), coef[:, 1:]], axis=1)
     return Calibration(
         spec.mode,
         linearise,
-        tuple(tuple(float(v) for v in c) for c in coef),  # type: ignore[misc]
+        tuple(tuple(float(v) for v in c) for c in coef),
         tuple(int(n) for n in count),
+        (int(shape[0]), int(shape[1])) if spec.mode in ("flat", "colour") else None,  # type: ignore[index]
+        None if table is None else tuple(tuple(float(v) for v in band) for band in table),
     )
+
+
+def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
+    """The colour table ``[N, TABLE_CELLS ** 3]`` (float32) of the model's residuals, robustly.
+
+    Per cell and band the residuals' sum and count over the squares, added in
+    the squares' order, give ``sum / (count + TABLE_SHRINK)``; then
+    :data:`REFITS` times the same without the residuals farther from their
+    cell's mean (``sum / count``, not shrunk: a colour's pixels are not
+    outliers of their own colour) than ``CUTOFF`` robust spreads of what the
+    means leave.
+    """
+    n_bands, cells = coef.shape[0], TABLE_CELLS**3
+
+    def residuals(index: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = features(index)
+        return colour_cells(x[:3]), y - coef @ x
+
+    def fit_cells(
+        means: np.ndarray | None, cutoff: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The shrunk table and the cells' means, of the residuals within ``cutoff`` of ``means``."""
+        total, count = np.zeros((n_bands, cells)), np.zeros((n_bands, cells))
+        for index in range(n_squares):
+            cell, r = residuals(index)
+            keep = np.ones(r.shape, bool)
+            if means is not None:
+                keep = np.abs(r - means[:, cell]) <= cutoff[:, None]  # type: ignore[index]
+            for i in range(n_bands):
+                total[i] += np.bincount(cell[keep[i]], weights=r[i][keep[i]], minlength=cells)
+                count[i] += np.bincount(cell[keep[i]], minlength=cells)
+        return total / (count + TABLE_SHRINK), total / np.maximum(count, 1)
+
+    def spread(means: np.ndarray) -> np.ndarray:
+        hist = None
+        for index in range(n_squares):
+            cell, r = residuals(index)
+            part = _abs_histogram(r - means[:, cell])
+            hist = part if hist is None else hist + part
+        return _median_cutoff(hist)  # type: ignore[arg-type]
+
+    table, means = fit_cells(None, None)
+    for _ in range(REFITS):
+        table, means = fit_cells(means, spread(means))
+    return table.astype(np.float32)
 
 
 def _fit_from(sums: FitSums) -> tuple[np.ndarray, np.ndarray]:
@@ -382,4 +581,6 @@ def fit_scan(
     Squares are read without a halo (the model is pointwise), once each while
     their features fit in :data:`CACHE_BYTES` (see :func:`fit`).
     """
-    return fit(_ScanSquares(scan, regions), spec, groups=groups)
+    origins = [(y0, x0) for y0, _, x0, _ in regions]
+    shape = (int(scan.shape[0]), int(scan.shape[1]))
+    return fit(_ScanSquares(scan, regions), spec, groups=groups, origins=origins, shape=shape)

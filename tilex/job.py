@@ -277,7 +277,7 @@ def _calibrate(scan: Any, plan: RunPlan) -> Any:
     measured on its comparisons, so the two travel together).
     """
     if plan.stats_from is not None:
-        return _reused_calibration(plan, scan.n_bands)
+        return _reused_calibration(plan, scan.n_bands, tuple(scan.shape))
     if not plan.calibration.enabled:
         return None
     from tilex.calibration import fit_scan
@@ -300,8 +300,14 @@ def _calibrate(scan: Any, plan: RunPlan) -> Any:
     return calibration
 
 
-def _reused_calibration(plan: RunPlan, n_bands: int) -> Any:
-    """The calibration saved in ``--stats-from``'s output, checked against the plan."""
+def _reused_calibration(plan: RunPlan, n_bands: int, shape: tuple[int, int]) -> Any:
+    """The calibration saved in ``--stats-from``'s output, checked against the plan.
+
+    A flat model's surface is over relative places (``[-1, 1]`` across the
+    scan), so it is laid over this scan's ``shape``.
+    """
+    import dataclasses
+
     from tilex.calibration import Calibration
     from tilex.omezarr.format import read_manifest
 
@@ -322,6 +328,8 @@ def _reused_calibration(plan: RunPlan, n_bands: int) -> Any:
             f"visible encoding {'srgb' if calibration.linearised else 'linear'}; this run has "
             f"{n_bands} bands and --visible-encoding {spec.visible}"
         )
+    if calibration.spatial:
+        calibration = dataclasses.replace(calibration, shape=shape)
     return calibration
 
 

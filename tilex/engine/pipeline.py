@@ -278,7 +278,8 @@ class Engine:
             if self.calibration is None:
                 g, b = self.encoder.encode(backend.upload(visible), backend.upload(bands))
             else:  # each band and its prediction through the same band path E
-                planes = np.concatenate([self.calibration.predict(visible), bands])
+                places = _places(tile) if self.calibration.spatial else None
+                planes = np.concatenate([self.calibration.predict(visible, places), bands])
                 features = self.encoder.encode_bands(backend.upload(planes))
                 g, b = features[: len(bands)], features[len(bands) :]
             sy, sx = tile.crop
@@ -290,6 +291,15 @@ class Engine:
                     tile=tile,
                 ) from err
             raise TileError(f"{tile.describe()}: encoding failed: {err}", tile=tile) from err
+
+
+def _places(tile: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The scan row and column of every pixel a tile (or a mosaic of squares) reads."""
+    if isinstance(tile, Tile):
+        y0, y1, x0, x1 = tile.read
+        rows, cols = np.mgrid[y0:y1, x0:x1]
+        return rows, cols
+    return tile.places()
 
 
 class Writer:

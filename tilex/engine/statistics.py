@@ -85,6 +85,17 @@ class Mosaic:
             bands[:, oy : oy + self.side, ox : ox + self.side] = b  # type: ignore[index]
         return visible, bands  # type: ignore[return-value]
 
+    def places(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each mosaic pixel's scan row and column (``[side * per_row]^2`` int64; 0 in padding)."""
+        shape = (self.per_row * self.side, self.per_row * self.side)
+        rows, cols = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+        for i, tile in enumerate(self.members):
+            y0, y1, x0, x1 = tile.read
+            oy, ox = self._origin(i)
+            rows[oy : oy + y1 - y0, ox : ox + x1 - x0] = np.arange(y0, y1)[:, None]
+            cols[oy : oy + y1 - y0, ox : ox + x1 - x0] = np.arange(x0, x1)[None, :]
+        return rows, cols
+
     def cores(self) -> list[tuple[slice, slice]]:
         core = self.side - 2 * self.halo
         return [
