@@ -173,7 +173,13 @@ def flat_scan(h: int = 176, w: int = 150, seed: int = 4):
     terms = calibration.surface_terms(rows, cols, (h, w))
     bands = []
     for i, ((r, g, b, c), q) in enumerate(zip(COEFS, SURFACE, strict=True)):
-        plane = r * lin[0] + g * lin[1] + b * lin[2] + c + sum(k * t for k, t in zip(q, terms))
+        plane = (
+            r * lin[0]
+            + g * lin[1]
+            + b * lin[2]
+            + c
+            + sum(k * t for k, t in zip(q, terms, strict=True))
+        )
         bands.append((f"b{i}", 500.0 + 100 * i, plane.astype(np.float32)))
     return open_scan(visible=vis, bands=bands)
 
