@@ -105,10 +105,9 @@ def baselines(scene: str, manifest: Path, hidden: np.ndarray) -> list[list]:
 
 
 METHODS = {
-    "tilex default": {},  # calibrated, scored over each band's noise floor
-    "calibrate colour": {"calibrate": "colour"},
-    "calibrate flat": {"calibrate": "flat"},  # affine plus each band's illumination surface
-    "calibrate affine": {"calibrate": "affine"},  # the default before the surface
+    "tilex default": {},  # calibrated (colour), scored over each band's noise floor
+    "calibrate flat": {"calibrate": "flat"},  # without the colour table
+    "calibrate affine": {"calibrate": "affine"},  # without the lighting surface (session 3)
     "ArtExtract (calibrate none, norm band)": {"calibrate": "none", "norm": "band"},
 }
 """tilex's modes in the table: today's default and the fusion it had before issue 13."""

@@ -44,7 +44,7 @@ def _manifest(out: Path) -> dict:
 def test_the_default_is_calibrated_and_scored_over_the_noise_floor(reference):
     out, _ = reference
     manifest = _manifest(out)
-    assert manifest["parameters"]["calibrate"] == "flat"
+    assert manifest["parameters"]["calibrate"] == "colour"
     assert manifest["parameters"]["norm"] == "noise"
     stats = manifest["stats"]
     for median, spread, floor in zip(stats["median"], stats["spread"], stats["floor"], strict=True):
@@ -86,7 +86,7 @@ def test_stats_from_reuses_the_statistics_and_the_calibration(
     tilex.run(scan, out, device="cpu", stats_from=reference[0], **LAYOUT)
     assert chunk_hashes(out) == reference[1]
     assert _manifest(out)["calibration"] == _manifest(reference[0])["calibration"]
-    with pytest.raises(PlanError, match="was measured with --calibrate flat"):
+    with pytest.raises(PlanError, match="was measured with --calibrate colour"):
         tilex.run(scan, tmp_path / "B", device="cpu", stats_from=reference[0], calibrate="none")
 
 
@@ -138,3 +138,25 @@ def test_noise_floor_of_gaussian_noise_flags_what_its_constant_promises():
     assert median[0] == pytest.approx(0.6745, rel=0.01)
     assert spread[0] == pytest.approx(0.591, rel=0.02)
     assert (d > floor[0]).mean() < 1e-4  # 6 robust spreads: about 3e-5 of half-normal noise
+
+
+def test_the_output_keeps_the_visible_image_in_colour_for_people(scan, reference):
+    from PIL import Image
+
+    from tilex.colour import display_bytes
+    from tilex.preview import write_preview
+
+    out, _ = reference
+    visible, _ = open_scan(scan).read_region(0, SHAPE[0], 0, SHAPE[1])
+    stored = tilex.open_output(out)["visible"]
+    np.testing.assert_array_equal(np.asarray(stored.levels[0][...]), display_bytes(visible))
+    assert [s[-2:] for s in stored.shapes][:2] == [SHAPE, (SHAPE[0] // 2, SHAPE[1] // 2)]
+    # the preview's middle panel is that colour image, not a grey
+    png = np.asarray(Image.open(write_preview(out, out.parent / "p.png")).convert("RGB"))
+    panel = stored.levels[stored.level_for(1024)][...]
+    h, w = panel.shape[1:]
+    gap = max(8, max(12, min(w, 2048) // 40) // 2)
+    title = 2 * max(12, min(w, 2048) // 40)
+    middle = png[title : title + h, 2 * gap + w : 2 * gap + 2 * w]
+    np.testing.assert_array_equal(middle, np.moveaxis(np.asarray(panel), 0, -1))
+    assert np.abs(middle[..., 0].astype(int) - middle[..., 2]).max() > 30  # colour, not grey

@@ -110,7 +110,7 @@ _NBINS = 1 << 15
 class CalibrationSpec:
     """Whether and how bands are predicted from the visible image (``--calibrate``)."""
 
-    mode: str = "flat"
+    mode: str = "colour"
     visible: str = "srgb"
 
     def __post_init__(self) -> None:

@@ -179,6 +179,7 @@ def run(
             pixel_size_um=scan.pixel_size_um,
             keep_normalised=plan.fusion.keep_normalised,
             keep_evidence=True,
+            keep_visible=True,
             provenance=_provenance(
                 scan,
                 encoder,

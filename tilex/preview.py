@@ -12,8 +12,8 @@ collage
     mean of the collage features normalised by robust percentiles (1 and 99)
     over the winning pixels; black where no band wins.
 visible
-    The grey visible image.  tilex does not store it separately: it is
-    recovered from the overlay, which is ``(1 - a) * gray + a * blue`` with
+    The visible image in colour, as the output keeps it (``visible``).
+    Outputs older than that image show it grey, recovered from the overlay, which is ``(1 - a) * gray + a * blue`` with
     ``a = ALPHA * score`` (``tilex.kernels.reference.ALPHA`` = 0.65), so
     ``gray = red / (1 - a)`` (the mean of red and green, which carry the same
     grey).  It is exact up to uint8 rounding on level 0; on reduced levels
@@ -131,10 +131,13 @@ def render_preview(out: str | os.PathLike | Output, *, max_side: int = MAX_SIDE)
     bands = output.bands
     h, w = winner.shape
 
-    gray = visible_from_overlay(overlay, score)
+    if "visible" in output.images:
+        visible = np.moveaxis(np.asarray(output["visible"].levels[k][...]), 0, -1)
+    else:  # an output older than the visible image: its grey, from the overlay
+        visible = np.repeat(visible_from_overlay(overlay, score)[..., None], 3, axis=2)
     panels = [
         ("collage (winning band)", _collage_rgb(collage, winner, len(bands))),
-        ("visible", np.repeat(gray[..., None], 3, axis=2)),
+        ("visible", visible),
         ("visible + hidden (blue)", np.moveaxis(overlay, 0, -1)),
     ]
     size = max(12, min(w, 2048) // 40)

@@ -54,6 +54,7 @@ class TileResult:
     overlay: np.ndarray  # uint8 [3, h, w]
     normalised: np.ndarray | None = None  # float32 [N, h, w]
     evidence: np.ndarray | None = None  # float32 [h, w]: the score before the threshold
+    visible: np.ndarray | None = None  # uint8 [3, h, w]: the visible image, for people
 
 
 class Record(dict):
@@ -108,6 +109,7 @@ class RunInfo:
     pixel_size_um: float | None = None
     keep_normalised: bool = False
     keep_evidence: bool = False
+    keep_visible: bool = False
     provenance: Record = field(default_factory=Record)
     stats: Record | None = None
 
@@ -199,6 +201,7 @@ class MemorySink:
             np.zeros((info.n_bands, h, w), np.float32) if info.keep_normalised else None
         )
         self.evidence = np.zeros((h, w), np.float32) if info.keep_evidence else None
+        self.visible = np.zeros((3, h, w), np.uint8) if info.keep_visible else None
         self.written = np.zeros((h, w), np.uint16)
 
     def write(self, result: TileResult) -> None:
@@ -211,6 +214,8 @@ class MemorySink:
             self.normalised[:, y0:y1, x0:x1] = result.normalised
         if self.evidence is not None and result.evidence is not None:
             self.evidence[y0:y1, x0:x1] = result.evidence
+        if self.visible is not None and result.visible is not None:
+            self.visible[:, y0:y1, x0:x1] = result.visible
         self.written[y0:y1, x0:x1] += 1
 
     def close(self, results: RunResults = RunResults()) -> None:  # noqa: B008 (frozen)

@@ -97,7 +97,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilex import kernels
-from tilex.colour import luminance
+from tilex.colour import display_bytes, luminance
 from tilex.engine.fuse import compared, fuse_with_evidence, winner_features
 from tilex.errors import TileError
 from tilex.grid import Region, Tile, TileGrid, unit_of
@@ -190,6 +190,7 @@ class _Core:
         self.d: np.ndarray | None = None  # [N, h, w] once the own tile arrived
         self.b: np.ndarray | None = None  # [N, C, h, w]
         self.gray: np.ndarray | None = None  # [h, w]
+        self.visible: np.ndarray | None = None  # [3, h, w]
         self.pending: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
 
     @property
@@ -202,6 +203,7 @@ class _Core:
         d_t: np.ndarray,
         b_t: np.ndarray,
         gray_t: np.ndarray,
+        visible_t: np.ndarray,
         wy: np.ndarray,
         wx: np.ndarray,
     ) -> None:
@@ -216,6 +218,7 @@ class _Core:
         wb = w * b_t[(slice(None), slice(None), *es)]
         if (ext.row, ext.col) == (self.tile.row, self.tile.col):  # its extent covers the core
             self.d, self.b, self.gray = wd, wb, gray_t[es].copy()
+            self.visible = visible_t[(slice(None), *es)].copy()
             for part, pd, pb in self.pending:
                 self.d[(slice(None), *part)] += pd
                 self.b[(slice(None), slice(None), *part)] += pb
@@ -322,7 +325,7 @@ class FeatherMerger:
                 core = self.open_cores[rc] = _Core(
                     self.grid.tile_at(*rc), len(_neighbours(*rc, rows, cols))
                 )
-            core.add(ext, d_t, b_t, gray_t, wy, wx)
+            core.add(ext, d_t, b_t, gray_t, visible, wy, wx)
         while self.next_group < len(self.groups) and self._ready(self.groups[self.next_group]):
             for t in self.groups[self.next_group]:
                 core = self.open_cores.pop((t.row, t.col))
@@ -364,6 +367,7 @@ class FeatherMerger:
             winner=fused.winner,
             score=fused.score,
             evidence=evidence,
+            visible=display_bytes(core.visible),
             collage=winner_features(core.b, fused.winner),  # the winner's blended band features
             overlay=over,
             normalised=fused.normalised,

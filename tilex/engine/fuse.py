@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tilex import kernels
-from tilex.colour import luminance
+from tilex.colour import display_bytes, luminance
 from tilex.device import Backend
 from tilex.errors import TileError
 from tilex.grid import Tile
@@ -121,6 +121,7 @@ class FuseMerger:
             winner=get(fused.winner),
             score=get(fused.score),
             evidence=get(evidence),
+            visible=display_bytes(visible),
             collage=get(collage),
             overlay=get(over),
             normalised=get(fused.normalised),

@@ -245,6 +245,13 @@ def output_images(info: RunInfo) -> list[ImageSpec]:
                 ("evidence",), ("FFFFFF",),
             )
         )  # fmt: skip
+    if info.keep_visible:
+        images.append(
+            ImageSpec(
+                "visible", "visible.ome.zarr", "visible", u8, 3, reduce_mean_uint8, "mean",
+                ("red", "green", "blue"), ("FF0000", "00FF00", "0000FF"),
+            )
+        )  # fmt: skip
     if info.keep_normalised:
         images.append(
             ImageSpec(
