@@ -81,11 +81,21 @@ def command(
             report = tilex.run(manifest, root / "result", device=backend.name, progress=progress)
         preview = write_preview(root / "result", root / "preview.png")
         click.echo(f"3/3 drew {preview}")
+        truth = root / "scan" / "hidden_mask.tif"
+        found = report.found()
+        if found is not None:
+            checked = tilex.evaluate_output(root / "result", truth)
+            click.echo(
+                f"\n{found.describe(tuple(tilex.open_scan(manifest).band_names))}; "
+                f"against the figure the generator hid: precision {checked.precision:.2f}, "
+                f"recall {checked.recall:.2f}"
+            )
         click.echo(
             f"\ndone in {report.timings['total_s']:.1f} s: {format_rate(report.megapixels_per_second)}.\n"
             f"  look:     {preview}  (collage | visible | hidden areas in blue)\n"
+            f"  browse:   tilex view {root / 'result'}  (any zoom, live threshold)\n"
             f"  napari:   napari --plugin napari-ome-zarr {root / 'result' / 'overlay.ome.zarr'}\n"
             f"  QuPath:   tilex export {root / 'result'} --format ome-tiff -o overlay.ome.tif, then open it\n"
             f"  validate: tilex validate {root / 'result'}\n"
-            f"  truth:    {root / 'scan' / 'hidden_mask.tif'} is the figure the generator hid"
+            f"  truth:    {truth} is the figure the generator hid"
         )

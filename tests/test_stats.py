@@ -347,3 +347,21 @@ def test_found_adds_up_over_regions_and_says_what_was_flagged():
     assert f"band {best!r} wins" in whole.describe(("a", "b", "c"))
     empty = Found.of(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), 3)
     assert empty.describe(("a", "b", "c")) == "nothing flagged"
+
+
+def test_found_reads_the_share_flagged_at_any_grid_threshold_from_the_evidence():
+    rng = np.random.default_rng(5)
+    evidence = np.clip(rng.random((50, 40), dtype=np.float32), np.float32(0.1), np.float32(1.0))
+    evidence[:5] = np.float32(0.1)  # the clamp's floor: flagged at no threshold >= 0.1
+    evidence[5, :20] = (np.arange(20) / 20).astype(np.float32)  # values exactly on the edges
+    evidence[6, :3] = 0.0  # every band NaN
+    for t in (0.1, 0.2, 0.37, 0.5, 0.75, 0.99):
+        flagged = evidence > np.float32(t)
+        winner = flagged.astype(np.uint8)
+        found = Found.of(np.where(flagged, evidence, 0), winner, 1, evidence)
+        assert found.flagged_at(t) == flagged.mean() == found.flagged_fraction
+        parts = Found.of(evidence[:21] * flagged[:21], winner[:21], 1, evidence[:21]).merge(
+            Found.of(evidence[21:] * flagged[21:], winner[21:], 1, evidence[21:])
+        )
+        assert parts == found
+    assert found.to_dict(("a",))["flagged_at"]["0.5"] == (evidence > np.float32(0.5)).mean()

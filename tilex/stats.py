@@ -338,8 +338,9 @@ class Found:
     >>> found.flagged_fraction, found.winners
     (0.5, (1, 0, 1))
     >>> evidence = np.array([[0.3, 0.7]], np.float32)
-    >>> Found.of(evidence * (evidence > 0.5), evidence > 0.5, 1, evidence).flagged_at(0.2)
-    1.0
+    >>> found = Found.of(evidence * (evidence > 0.5), evidence > 0.5, 1, evidence)
+    >>> found.flagged_at(0.2), found.flagged_at(0.3), found.flagged_at(0.5)
+    (1.0, 0.5, 0.5)
     """
 
     winners: tuple[int, ...]
@@ -361,8 +362,11 @@ class Found:
         counts, _ = np.histogram(flagged, bins=SCORE_BINS, range=(0.0, 1.0))
         spread: tuple[int, ...] = ()
         if evidence is not None:
-            values = np.asarray(evidence).ravel()
-            spread = tuple(int(v) for v in np.histogram(values, EVIDENCE_BINS, (0.0, 1.0))[0])
+            # bin k holds (edge k, edge k + 1] at float32 edges, as the kernels compare
+            edges = (np.arange(EVIDENCE_BINS + 1) / EVIDENCE_BINS).astype(np.float32)
+            values = np.asarray(evidence, np.float32).ravel()
+            index = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, EVIDENCE_BINS - 1)
+            spread = tuple(int(v) for v in np.bincount(index, minlength=EVIDENCE_BINS))
         return cls(tuple(int(v) for v in winners), tuple(int(v) for v in counts), spread)
 
     def merge(self, other: Found) -> Found:
@@ -375,12 +379,12 @@ class Found:
         )
 
     def flagged_at(self, threshold: float) -> float:
-        """The share of pixels whose evidence is at least ``threshold`` (read to 0.01).
+        """The share of pixels a run at ``threshold`` would flag (``evidence > threshold``).
 
-        Pixels flag at a threshold ``t`` when their evidence exceeds ``t``; the
-        histogram's resolution makes this the share at ``t`` rounded down to
-        a multiple of 0.01 (pixels exactly on a bin edge count as flagged).
-        NaN when the output keeps no evidence.
+        Exact for thresholds on the histogram's 0.01 grid (bin ``k`` holds the
+        evidence in ``(k / 100, (k + 1) / 100]``, edges rounded to float32 as
+        the kernels compare); another threshold is read at the grid step below
+        it. NaN when the output keeps no evidence.
         """
         if not self.evidence:
             return float("nan")
