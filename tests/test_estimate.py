@@ -31,6 +31,10 @@ class NullEncoder:
         self.shapes.append(tuple(bands.shape))
         return visible[:1], bands[:, None]
 
+    def encode_bands(self, bands):
+        self.shapes.append(("bands only", *bands.shape))
+        return bands[:, None]
+
 
 def ticking(*steps: float):
     """A clock whose successive calls return the running sums of ``steps`` (start, stop pairs)."""
@@ -50,6 +54,9 @@ def test_time_trial_encodes_one_full_tile_and_keeps_the_fastest():
         (28, 20),
     )  # quick: three tries, the fastest; clipped to the scan
     assert len(encoder.shapes) == 3
+    encoder = NullEncoder()  # a calibrated run encodes each band and its prediction, no visible
+    time_trial(encoder, CPU, 16, 3, calibrated=True, clock=ticking(2.0, 2.0))
+    assert encoder.shapes == [("bands only", 6, 28, 28)] * 2
 
 
 def test_estimate_extrapolates_the_trial_to_both_passes():
@@ -114,6 +121,7 @@ def test_log_work_ahead_times_only_when_info_is_shown(caplog):
         tiling = type("T", (), {"tile": 64})()
         scan = type("S", (), {"n_bands": 2, "shape": (100, 80)})()
         grid = TileGrid((100, 80), tile=64, halo=6)
+        calibration = None
 
     engine = FakeEngine()
     with caplog.at_level(logging.WARNING, logger="tilex"):

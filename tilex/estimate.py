@@ -184,6 +184,7 @@ def time_trial(
     n_bands: int,
     shape: tuple[int, int] | None = None,
     *,
+    calibrated: bool = False,
     budget_s: float = 1.0,
     tries: int = 3,
     clock: Callable[[], float] = time.perf_counter,
@@ -192,14 +193,15 @@ def time_trial(
 
     The tile is clipped to a scan of ``shape``.  It is encoded twice, and
     again up to ``tries`` times while the encodes took less than ``budget_s``
-    in all; the fastest counts.
+    in all; the fastest counts. ``calibrated``: encoded as a calibrated run
+    encodes (see :func:`tilex.engine.trial_encode`).
     """
     from tilex.engine import trial_encode
 
     times: list[float] = []
     while len(times) < 2 or (len(times) < tries and sum(times) < budget_s):
         start = clock()
-        trial = trial_encode(encoder, backend, tile, n_bands, shape)
+        trial = trial_encode(encoder, backend, tile, n_bands, shape, calibrated=calibrated)
         times.append(clock() - start)
     return min(times), trial
 
@@ -222,6 +224,7 @@ def log_work_ahead(
         engine.tiling.tile,
         engine.scan.n_bands,
         tuple(engine.scan.shape),
+        calibrated=engine.calibration is not None,
     )
     work = estimate_work(
         engine.grid,

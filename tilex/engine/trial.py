@@ -39,19 +39,31 @@ def fit_tile(encoder: Any, backend: Backend, tile: int, n_bands: int, *, minimum
 
 
 def trial_encode(
-    encoder: Any, backend: Backend, tile: int, n_bands: int, shape: tuple[int, int] | None = None
+    encoder: Any,
+    backend: Backend,
+    tile: int,
+    n_bands: int,
+    shape: tuple[int, int] | None = None,
+    *,
+    calibrated: bool = False,
 ) -> tuple[int, int]:
     """Encode one full tile of zeros (core and halo, every band), wait for it, return its shape.
 
     The tile is clipped to ``shape`` (a scan smaller than one tile) when given.
+    ``calibrated``: as a calibrated run encodes it, every band and its
+    prediction through the band path (``2 * n_bands`` planes, no visible).
     """
     side = tile + 2 * encoder.radius
     h, w = (side, side) if shape is None else (min(side, shape[0]), min(side, shape[1]))
     visible = bands = g = None
     try:
-        visible = backend.upload(np.zeros((3, h, w), np.float32))
-        bands = backend.upload(np.zeros((n_bands, h, w), np.float32))
-        g, _ = encoder.encode(visible, bands)
+        if calibrated:
+            bands = backend.upload(np.zeros((2 * n_bands, h, w), np.float32))
+            g = encoder.encode_bands(bands)
+        else:
+            visible = backend.upload(np.zeros((3, h, w), np.float32))
+            bands = backend.upload(np.zeros((n_bands, h, w), np.float32))
+            g, _ = encoder.encode(visible, bands)
         backend.download(backend.to_kernel(g[:1, :1, :1]))  # a device encode is over once read
         return h, w
     finally:  # an out-of-memory traceback keeps this frame: let the device free the trial's arrays
