@@ -77,7 +77,8 @@ def test_tiles_are_the_stored_chunks_of_every_level(served, small_run):
         h, w = shape[-2:]
         ty, tx = (h - 1) // 256, (w - 1) // 256  # the last tile: clipped at both edges
         status, body = get(
-            f"{served.url}api/tile/{level}/{ty}/{tx}?fields=evidence,winner,overlay,grey,band:2"
+            f"{served.url}api/tile/{level}/{ty}/{tx}"
+            "?fields=evidence,winner,overlay,visible,grey,band:2"
         )
         assert status == 200
         arrays = unpack(body)
@@ -88,6 +89,7 @@ def test_tiles_are_the_stored_chunks_of_every_level(served, small_run):
         )
         np.testing.assert_array_equal(arrays["winner"], pictures.read("winner", level, region))
         np.testing.assert_array_equal(arrays["overlay"], pictures.read("overlay", level, region))
+        np.testing.assert_array_equal(arrays["visible"], pictures.read("visible", level, region))
         np.testing.assert_array_equal(arrays["grey"], pictures.grey(level, region))
         want = output["dissimilarity"].levels[level][2, y0:y1, x0:x1]
         np.testing.assert_array_equal(arrays["band:2"], want)
@@ -100,19 +102,24 @@ def test_tiles_are_the_stored_chunks_of_every_level(served, small_run):
         assert get(f"{served.url}api/tile/{bad}")[0] == 404, bad
 
 
-def test_a_tile_reads_one_chunk_per_field_never_a_level(served, small_run, monkeypatch):
-    read: list[tuple[str, object]] = []
+@pytest.mark.parametrize(
+    ("field", "image"),
+    [("evidence", "evidence"), ("visible", "visible"), ("grey", "visible")],
+)
+def test_a_tile_reads_one_chunk_per_field_never_a_level(served, monkeypatch, field, image):
+    read: list[tuple[str, str, object]] = []
     original = ContainedStore.get
 
     async def counting(self, key, prototype=None, byte_range=None):
-        read.append((key, byte_range))
+        read.append((self.root.name, key, byte_range))
         return await original(self, key, prototype, byte_range)
 
     monkeypatch.setattr(ContainedStore, "get", counting)
-    assert get(f"{served.url}api/tile/0/1/1?fields=evidence")[0] == 200
-    # a shard's index and one chunk of it: byte ranges, never a whole shard file
-    assert read and all(r is not None for _, r in read), read
-    assert {k.rsplit("/c/", 1)[0] for k, _ in read} == {"0"}
+    assert get(f"{served.url}api/tile/0/1/1?fields={field}")[0] == 200
+    # a shard's index and one chunk of it (per channel): byte ranges, never a whole shard file
+    assert read and all(r is not None for *_, r in read), read
+    # of one image's level 0: the grey comes from the colour image alone, not overlay and score
+    assert {(name, k.rsplit("/c/", 1)[0]) for name, k, _ in read} == {(f"{image}.ome.zarr", "0")}
 
 
 def test_pixel_read_out_is_level_0(served, small_run):
@@ -131,7 +138,7 @@ def test_pixel_read_out_is_level_0(served, small_run):
 def test_info_describes_the_output(served, small_run):
     info = json.loads(get(f"{served.url}api/info")[1])
     assert info["shape"] == [480, 640] and info["levels"] == [[480, 640], [240, 320], [120, 160]]
-    assert info["tile"] == 256 and info["band_maps"] is True
+    assert info["tile"] == 256 and info["band_maps"] is True and info["visible"] == "colour"
     assert [b["name"] for b in info["bands"]] == [b["name"] for b in open_output(small_run).bands]
     assert info["threshold"] == {
         "run": 0.5,
@@ -236,6 +243,11 @@ def test_an_output_without_evidence_can_only_raise_the_threshold(tmp_path):
     assert info["threshold"]["source"] == "score" and info["threshold"]["lowest"] == 0.0
     pictures = server.pictures
     assert not pictures.has_evidence
+    # nor the colour image: the visible layer is the grey recovered from the overlay
+    assert info["visible"] == "grey" and not pictures.has_colour
+    grey = pictures.grey(0, (0, 300, 0, 200))
+    assert (grey[score == 0] == 128).all()  # where nothing is flagged, the overlay's own grey
+    np.testing.assert_array_equal(pictures.visible(0, (0, 300, 0, 200)), np.stack([grey] * 3))
     np.testing.assert_array_equal(pictures.evidence(0, (0, 300, 0, 200)), score)
     run = with_run_threshold(pictures.output, 0.5)
     with pytest.raises(OutputError, match="below the run's 0.5 and the output stores no evidence"):
@@ -248,6 +260,72 @@ def with_run_threshold(output, threshold):
     from dataclasses import replace
 
     return replace(output, manifest={**output.manifest, "parameters": {"threshold": threshold}})
+
+
+def test_the_grey_is_the_background_the_overlay_was_drawn_on(small_run, tmp_path):
+    """Pictures.grey, from the colour bytes: on level 0 of an 8-bit scan the very grey under the
+    run's overlay, so the overlay drawn again from it (the viewer's hidden layer, an export at
+    another threshold) is within 1 of the stored one; for a float visible image the bytes are
+    rounded first (grey 1 off), and the overlay is still within 1 of a run's at any threshold."""
+    from tilex.kernels.reference import overlay_reference
+
+    from tilex.colour import display_bytes, luminance
+    from tilex.preview import visible_from_overlay
+
+    output = open_output(small_run)
+    pictures = Pictures(output)
+    for level, shape in enumerate(output["overlay"].shapes):
+        region = (0, shape[-2], 0, shape[-1])
+        grey = pictures.grey(level, region).astype(int)
+        overlay = pictures.read("overlay", level, region).astype(int)
+        score = pictures.read("score", level, region)[0]
+        clear = score == 0  # the overlay is its grey there
+        if level == 0:
+            np.testing.assert_array_equal(grey[clear], overlay[0][clear])
+            redrawn = overlay_reference(grey.astype(np.float32) / np.float32(255), score)
+            assert np.abs(redrawn.astype(int) - overlay).max() <= 1
+            recovered = visible_from_overlay(overlay.astype(np.uint8), score)  # older outputs'
+            assert np.abs(recovered.astype(int) - grey).max() <= 2
+        else:  # the grey of the mean bytes, the mean of the greys: each rounded once
+            assert np.abs(grey - overlay[0])[clear].max() <= 1
+
+    h, w = 300, 200
+    visible = np.random.default_rng(1).random((3, h, w), dtype=np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    evidence = (0.9 * np.exp(-((yy - 150) ** 2 + (xx - 100) ** 2) / 5000)).astype(np.float32)
+    score = np.where(evidence > np.float32(0.5), evidence, np.float32(0))
+    gray = luminance(visible)
+    sink = OmeZarrSink(tmp_path / "float", unit=512, chunk=128)
+    sink.open(
+        RunInfo(
+            shape=(h, w), band_names=("ir",), wavelengths=(1000.0,), channels=1,
+            keep_evidence=True, keep_visible=True,
+        )
+    )  # fmt: skip
+    sink.write(
+        TileResult(
+            (0, h, 0, w), (score > 0).astype(np.uint8), score, score[None].copy(),
+            overlay_reference(gray, score), evidence=evidence, visible=display_bytes(visible),
+        )
+    )  # fmt: skip
+    sink.close()
+    run = with_run_threshold(open_output(tmp_path / "float"), 0.5)
+    grey = Pictures(run).grey(0, (0, h, 0, w)).astype(int)
+    off = np.abs(grey - display_bytes(gray))
+    assert off.max() == 1 and 0.05 < off.mean() < 0.3  # the bytes' rounding, then the grey's
+    stored = np.asarray(run["overlay"].levels[0][...])
+    recovered = visible_from_overlay(stored, score)  # what an output without the colour shows
+    for t in (0.2, 0.5, 0.7):
+        want = overlay_reference(gray, np.where(evidence > np.float32(t), evidence, np.float32(0)))
+        at_t = Pictures(run, t).score(0, (0, h, 0, w))
+        drawn, old = (
+            overlay_reference(g.astype(np.float32) / np.float32(255), at_t)
+            for g in (grey, recovered)
+        )
+        assert np.abs(drawn.astype(int) - want).max() <= 1, t
+        assert np.abs(old.astype(int) - want).max() <= 1, t
+        if t != 0.5:
+            np.testing.assert_array_equal(Pictures(run, t).overlay(0, (0, h, 0, w)), drawn)
 
 
 def test_cli_prints_the_address_and_stops_on_ctrl_c(small_run):
@@ -290,6 +368,8 @@ def stored(small_run) -> dict[str, np.ndarray]:
     output = open_output(small_run)
     return {
         "overlay": np.moveaxis(np.asarray(output["overlay"].levels[0][...]), 0, -1).astype(int),
+        "visible": np.moveaxis(np.asarray(output["visible"].levels[0][...]), 0, -1).astype(int),
+        "grey": Pictures(output).grey(0, (0, 480, 0, 640)).astype(int),
         "evidence": np.asarray(output["evidence"].levels[0][0]),
         "winner": np.asarray(output["winner"].levels[0][...]),
         "flagged": float(output.manifest["found"]["flagged_fraction"]),
@@ -319,6 +399,11 @@ def picture(page) -> np.ndarray:
     return rgb[20 : 20 + 480, 20 : 20 + 640]
 
 
+def in_grey(page) -> None:
+    """The visible layer in grey, as ArtExtract drew it under the blue (the overlay's look)."""
+    page.select_option("#visible-mode", "grey")
+
+
 def blue(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 2] - rgb[..., 0] > BLUE
 
@@ -330,17 +415,20 @@ def set_threshold(page, t: float) -> None:
 
 
 def test_hidden_figure_is_blue_where_the_overlay_says_and_nowhere_else(viewer, stored):
+    in_grey(viewer)
     rgb = picture(viewer)
     want = blue(stored["overlay"])
     assert 0.02 < want.mean() < 0.5  # the synthetic scan's hidden figure, flagged by the run
     np.testing.assert_array_equal(blue(rgb), want)
-    assert np.abs(rgb - stored["overlay"]).max() <= 3  # the stored overlay, redrawn in the page
+    # the stored overlay, redrawn in the page from the grey and the evidence (measured: 1)
+    assert np.abs(rgb - stored["overlay"]).max() <= 2
     fraction = viewer.evaluate("window.tilexViewer.fraction")
     assert fraction == pytest.approx(stored["flagged"], abs=1e-12)
     assert viewer.problems == []
 
 
 def test_raising_the_threshold_removes_blue_pixels_monotonically(viewer, stored):
+    in_grey(viewer)
     masks, shown = [], []
     for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0):
         set_threshold(viewer, t)
@@ -375,6 +463,7 @@ def test_layers_band_filter_legend_and_read_out(viewer, stored, small_run):
         assert any(
             band["name"] in item and f"{band['wavelength_nm']:g} nm" in item for item in legend
         )
+    in_grey(viewer)
     base = picture(viewer)
     pictures = {}
     for layer in ("collage", "winner", "heat", "overlay", "bandmap"):
@@ -407,6 +496,31 @@ def test_layers_band_filter_legend_and_read_out(viewer, stored, small_run):
     text = readout.inner_text()
     assert f"x {x}, y {y}" in text and " mm" in text and "flagged" in text
     assert viewer.locator("#scalebar-label").inner_text().endswith(("µm", "mm", "cm"))
+    assert viewer.problems == []
+
+
+def test_visible_layer_is_the_stored_colour_or_its_grey(viewer, stored):
+    """At 1:1 the visible layer shows the stored colour bytes, the hidden areas tint them blue,
+    and the grey choice shows the overlay's grey (what ArtExtract showed under the blue)."""
+    assert viewer.locator("#visible-mode").input_value() == "colour"  # the default, when stored
+    viewer.uncheck("#layer-hidden")
+    rgb = picture(viewer)
+    assert np.abs(rgb - stored["visible"]).max() <= 1  # the bytes, through canvas and PNG
+    assert (rgb.max(axis=-1) - rgb.min(axis=-1)).mean() > 10  # colour, not grey
+    viewer.check("#layer-hidden")
+    rgb = picture(viewer)
+    flagged = stored["evidence"] > np.float32(0.5)
+    a = 0.65 * np.minimum(stored["evidence"], 1)[..., None] * flagged[..., None]
+    v = stored["visible"]
+    tinted = np.concatenate([v[..., :2] * (1 - a), v[..., 2:] + a * (255 - v[..., 2:])], axis=-1)
+    assert np.abs(rgb - tinted).max() <= 1  # the colour under the same blue as the overlay's
+    assert (rgb[..., 2] - rgb[..., 0] > v[..., 2] - v[..., 0] + BLUE)[flagged].all()
+    in_grey(viewer)
+    viewer.uncheck("#layer-hidden")
+    rgb = picture(viewer)
+    assert (rgb.max(axis=-1) == rgb.min(axis=-1)).all()  # grey
+    assert np.abs(rgb[..., 0] - stored["grey"]).max() <= 1
+    assert viewer.evaluate("window.tilexViewer.state.visible") == "grey"
     assert viewer.problems == []
 
 

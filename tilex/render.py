@@ -14,6 +14,16 @@ run's threshold a newly flagged pixel has an *unknown* band (drawn in
 Outputs written before ``evidence`` was stored have only ``score``: their
 threshold can only be raised (``score > t`` with ``t`` at least the run's).
 
+The visible image: outputs keep it in colour (``visible``, the scan's bytes,
+:func:`tilex.colour.display_bytes`), and its grey is the luminance of those
+bytes rounded as the overlay kernel rounds (:func:`grey_of`). For a scan
+whose visible image is 8-bit that is, on level 0, exactly the grey the run's
+overlay was drawn from; for 16-bit or float ones the bytes are rounded first,
+so the grey can be 1 off. Outputs written before ``visible`` was stored
+show the grey recovered from the overlay
+(:func:`tilex.preview.visible_from_overlay`, 2 off at most on level 0) in
+place of the colour.
+
 Every method reads one region of one pyramid level (the chunks it overlaps,
 never a whole level), so a viewer's tile or an export's tile costs the same
 on any output size. Level ``k > 0`` is drawn from the stored reductions of
@@ -31,14 +41,31 @@ from typing import Any
 
 import numpy as np
 
+from tilex.colour import display_bytes, luminance
 from tilex.errors import OutputError
 from tilex.grid import Region
 from tilex.omezarr import Output, band_colours
 
-__all__ = ["UNKNOWN_BAND", "Pictures", "run_threshold"]
+__all__ = ["UNKNOWN_BAND", "Pictures", "grey_of", "run_threshold"]
 
 UNKNOWN_BAND = (190, 190, 190)
 """Colour of a pixel flagged below the run's threshold, whose winning band was not stored."""
+
+
+def grey_of(visible: np.ndarray) -> np.ndarray:
+    """``uint8 [h, w]``: the grey of visible bytes ``uint8 [3, h, w]``, as the overlay draws it.
+
+    The luminance (:func:`tilex.colour.luminance`) of ``byte / 255`` in
+    float32 (how a run reads an 8-bit scan), rounded to a byte as the overlay
+    kernel rounds: for an 8-bit visible image, the very grey under the run's
+    overlay.
+
+    Examples
+    --------
+    >>> grey_of(np.array([[[255]], [[0]], [[0]]], np.uint8)).tolist()  # 0.299 * 255 = 76.2
+    [[76]]
+    """
+    return display_bytes(luminance(np.divide(visible, 255, dtype=np.float32)))
 
 
 def run_threshold(output: Output) -> float:
@@ -95,6 +122,11 @@ class Pictures:
     def has_evidence(self) -> bool:
         """Whether the output stores ``evidence`` (any threshold >= 0 can be drawn)."""
         return "evidence" in self.output.images
+
+    @property
+    def has_colour(self) -> bool:
+        """Whether the output stores the visible image in colour (``visible``)."""
+        return "visible" in self.output.images
 
     @property
     def lowest(self) -> float:
@@ -158,12 +190,23 @@ class Pictures:
 
     # ---------------------------------------------------------------- pictures
 
-    def grey(self, level: int, region: Region) -> np.ndarray:
-        """``uint8 [h, w]``: the visible image in grey, recovered from the overlay.
+    def visible(self, level: int, region: Region) -> np.ndarray:
+        """``uint8 [3, h, w]``: the visible image in colour, as the scan encodes it.
 
-        The output does not store the visible image; see
-        :func:`tilex.preview.visible_from_overlay` (exact to uint8 rounding on level 0).
+        Outputs without the colour image give their grey in all three channels.
         """
+        if self.has_colour:
+            return self.read("visible", level, region)
+        return np.repeat(self.grey(level, region)[None], 3, axis=0)
+
+    def grey(self, level: int, region: Region) -> np.ndarray:
+        """``uint8 [h, w]``: the visible image in grey, the background of the overlay.
+
+        :func:`grey_of` the colour image when the output stores it; otherwise
+        recovered from the overlay (:func:`tilex.preview.visible_from_overlay`).
+        """
+        if self.has_colour:
+            return grey_of(self.read("visible", level, region))
         from tilex.preview import visible_from_overlay
 
         overlay = self.read("overlay", level, region)
@@ -173,8 +216,12 @@ class Pictures:
         """``uint8 [3, h, w]``: the visible grey with flagged pixels tinted blue.
 
         At the run's threshold the stored overlay itself; at another, drawn
-        again from the grey (within 2 grey levels of the overlay a run at
-        that threshold would store, from the uint8 rounding of the grey).
+        again from :meth:`grey`: on level 0 within 1 of the overlay a run at
+        that threshold would store (the grey's byte is at most 1 from the
+        run's float grey, and the blend scales that by ``1 - a``; tested for
+        8-bit and float visible images, and for the grey older outputs recover).
+        Levels above 0 differ more along the edges of flagged areas (see the
+        module docstring).
         """
         if self.at_run:
             return self.read("overlay", level, region)

@@ -5,8 +5,14 @@ smaller at the right and bottom edges), so a tile costs one chunk read per
 field on any output size. Its *fields* are the arrays the browser draws
 from (it applies the threshold, the band filter and the layers itself):
 
+``visible``
+    uint8 ``[3, h, w]``: the visible image in colour, as the scan encodes it
+    (:meth:`tilex.render.Pictures.visible`; the grey in all three channels
+    for outputs without the colour image: the description's ``visible`` says
+    which).
 ``grey``
-    uint8 ``[h, w]``: the visible image in grey (:meth:`tilex.render.Pictures.grey`).
+    uint8 ``[h, w]``: the visible image in grey, the overlay's background
+    (:meth:`tilex.render.Pictures.grey`).
 ``overlay``
     uint8 ``[3, h, w]``: the stored overlay.
 ``evidence``
@@ -43,7 +49,7 @@ from tilex.render import Pictures
 __all__ = ["MAGIC", "LevelGrid", "describe", "pack", "pixel", "read_field"]
 
 MAGIC = b"TLXT"
-_FIELDS = ("grey", "overlay", "evidence", "score", "winner", "collage")
+_FIELDS = ("visible", "grey", "overlay", "evidence", "score", "winner", "collage")
 _BAND = re.compile(r"band:(\d+)")
 
 
@@ -73,6 +79,8 @@ class LevelGrid:
 def read_field(pictures: Pictures, name: str, level: int, region: tuple[int, ...]) -> np.ndarray:
     """One field of one region (see the module's list); KeyError for an unknown field."""
     y0, y1, x0, x1 = region
+    if name == "visible":
+        return pictures.visible(level, region)
     if name == "grey":
         return pictures.grey(level, region)
     if name == "overlay":
@@ -173,6 +181,7 @@ def describe(pictures: Pictures, grid: LevelGrid) -> dict[str, Any]:
         "threshold": pictures.describe(),
         "flagged_fraction": found.get("flagged_fraction"),
         "band_maps": "dissimilarity" in output.images,
+        "visible": "colour" if pictures.has_colour else "grey",
         "collage_range": list(pictures.collage_range),
         "alpha": float(ALPHA),
         "fields": [*_FIELDS, *(["band:K"] if "dissimilarity" in output.images else [])],

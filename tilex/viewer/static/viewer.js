@@ -1,9 +1,10 @@
 // tilex view: a zoomable picture of one tilex output, drawn in the browser from raw tiles.
 //
 // The server (tilex/viewer/server.py) sends each tile of each pyramid level as
-// raw arrays (the visible grey, the evidence, the winning band, ...); this page
-// applies the threshold, the band filter and the layers itself, so moving the
-// threshold slider re-draws at once without asking the server again.
+// raw arrays (the visible image in colour or grey, the evidence, the winning
+// band, ...); this page applies the threshold, the band filter and the layers
+// itself, so moving the threshold slider re-draws at once without asking the
+// server again.
 //
 // Coordinates: "image" = level-0 pixels; the view is the image point at the
 // canvas centre (cx, cy) and a scale in CSS pixels per image pixel. Level k's
@@ -18,7 +19,7 @@
   const HATCH = 40; // the dark squares of the hatch of pixels whose band is unknown
 
   const LAYERS = [
-    { id: "visible", label: "visible (grey)", on: true, opacity: 1, fields: ["grey"] },
+    { id: "visible", label: "visible", on: true, opacity: 1, fields: [] }, // its field: S.visible
     { id: "overlay", label: "overlay as stored", on: false, opacity: 1, fields: ["overlay"] },
     { id: "collage", label: "collage", on: false, opacity: 1, fields: ["collage"] },
     { id: "bandmap", label: "band's normalised map", on: false, opacity: 1, fields: [] },
@@ -37,6 +38,7 @@
     t: 0.5,
     filter: 0,
     bandMap: 1,
+    visible: "colour", // the visible layer in "colour" (when the output has it) or "grey"
     layers: {},
     view: { cx: 0, cy: 0, scale: 1 },
     version: 0, // bumped whenever the picture of a tile changes
@@ -175,6 +177,7 @@
   function neededFields() {
     const names = [...BASE_FIELDS];
     for (const layer of LAYERS) if (S.layers[layer.id].on) names.push(...layer.fields);
+    if (S.layers.visible.on) names.push(S.visible === "colour" ? "visible" : "grey");
     if (S.layers.bandmap.on && S.info.band_maps) names.push(`band:${S.bandMap - 1}`);
     return [...new Set(names)];
   }
@@ -232,7 +235,8 @@
     const px = tile.image.data;
     const ev = F.evidence;
     const win = F.winner;
-    const grey = L.visible.on ? F.grey : null;
+    const colour = L.visible.on && S.visible === "colour" ? F.visible : null;
+    const grey = L.visible.on && S.visible !== "colour" ? F.grey : null;
     const ov = L.overlay.on ? F.overlay : null;
     const col = L.collage.on ? F.collage : null;
     const bm = L.bandmap.on && S.info.band_maps ? F[`band:${S.bandMap - 1}`] : null;
@@ -248,7 +252,9 @@
     const t = S.t, filter = S.filter;
     for (let y = 0, i = 0; y < h; y++) for (let x = 0; x < w; x++, i++) {
       let r = BACKGROUND, g = BACKGROUND, b = BACKGROUND;
-      if (grey) {
+      if (colour) {
+        r += (colour[i] - r) * oVis; g += (colour[n + i] - g) * oVis; b += (colour[2 * n + i] - b) * oVis;
+      } else if (grey) {
         const v = grey[i];
         r += (v - r) * oVis; g += (v - g) * oVis; b += (v - b) * oVis;
       }
@@ -463,6 +469,7 @@
         changed();
       });
       row.append(check, label, opacity);
+      if (layer.id === "visible") row.append(visibleChoice());
       if (layer.id === "bandmap") {
         if (!S.info.band_maps) row.classList.add("unavailable");
         const select = document.createElement("select");
@@ -477,6 +484,26 @@
       }
       box.append(row);
     }
+  }
+
+  // colour (as the scan encodes it) or grey (ArtExtract's background under the blue)
+  function visibleChoice() {
+    const select = document.createElement("select");
+    select.id = "visible-mode";
+    select.append(new Option("in colour", "colour"), new Option("in grey (as under the overlay's blue)", "grey"));
+    if (S.info.visible !== "colour") {
+      select.options[0].disabled = true;
+      select.title = "this output stores no colour image (written before tilex kept it): grey, recovered from the overlay";
+      S.visible = "grey";
+    } else {
+      select.title = "the visible image in colour, or in grey as the overlay draws it";
+    }
+    select.value = S.visible;
+    select.addEventListener("change", () => {
+      S.visible = select.value;
+      changed();
+    });
+    return select;
   }
 
   function bandName(band) {
@@ -714,7 +741,7 @@
   // for scripts and tests: the state, and a promise that the view is fully drawn
   window.tilexViewer = {
     get state() {
-      return { t: S.t, filter: S.filter, view: { ...S.view }, level: S.info ? levelFor(S.view.scale) : null, layers: structuredClone(S.layers) };
+      return { t: S.t, filter: S.filter, visible: S.visible, view: { ...S.view }, level: S.info ? levelFor(S.view.scale) : null, layers: structuredClone(S.layers) };
     },
     get fraction() {
       return S.fraction;
