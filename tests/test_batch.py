@@ -369,3 +369,22 @@ def test_workers_give_the_same_bytes_as_one_process(scans, tmp_path, chunk_hashe
     assert manifest(tmp_path / "spread" / "detail")["cluster"]["workers"] == 2  # units spread
     for name in ("tiny", "floats"):  # whole, on one worker
         assert not manifest(tmp_path / "spread" / name).get("cluster")
+
+
+def test_the_readme_job_file_reads_as_it_says(tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (text,) = re.findall(r"```text\n(scan,name.*?)```", readme, flags=re.S)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(text)
+    recto, verso = name_jobs(read_sources([jobs]))
+    assert (recto.name, recto.source, recto.run_options) == (
+        "p07-recto",
+        tmp_path / "panels" / "p07",
+        {"threshold": 0.6},
+    )
+    assert (verso.name, verso.run_options) == (
+        "p07-verso",
+        {"weights": tmp_path / "weights" / "verso.safetensors"},
+    )
