@@ -120,8 +120,8 @@ def test_export_holds_level_0_services_of_the_pyramid(exported, small_run):
             png = exported / image / tile.path / "0" / "default.png"
             got = np.asarray(Image.open(png))
             y0, y1, x0, x1 = tile.region
-            if image == "visible":
-                want = pictures.grey(tile.level, tile.region)
+            if image == "visible":  # the stored colour bytes
+                want = np.moveaxis(output["visible"].levels[tile.level][..., y0:y1, x0:x1], 0, -1)
             elif image == "overlay":
                 want = np.moveaxis(pictures.overlay(tile.level, tile.region), 0, -1)
             else:
@@ -148,6 +148,7 @@ def test_manifest_is_valid_presentation_3(exported, small_run):
     assert {a["target"] for a in layers} == {canvas["id"]}
     services = [a["body"]["service"][0]["id"] for a in layers]
     assert services == [f"https://museum.example/tilex/result-iiif/{i}" for i in IIIF_IMAGES]
+    assert layers[0]["label"]["en"][0].startswith("visible: the visible image in colour")
     labels = {m["label"]["en"][0]: m["value"]["en"][0] for m in data["metadata"]}
     for i, band in enumerate(open_output(small_run).bands):
         assert labels[f"band {i + 1}"].startswith(f"{band['name']}, {band['wavelength_nm']:g} nm")
@@ -178,6 +179,9 @@ def test_image_api_validator_passes_level_0(web_server, tmp_path):
     sink.write(TileResult((0, 1000, 0, 1000), zeros.astype(np.uint8), zeros, zeros[None], pattern))
     sink.close()
     export_iiif(tmp_path / "out", root / "iiif", base_url=f"{base}/iiif")
+    # an output without the colour image (this sink kept none): the visible layer is grey
+    record = json.loads((root / "iiif" / "tilex-iiif.json").read_text())
+    assert record["images"][0]["description"].startswith("the visible image in grey")
 
     tests = TestSuite(ValidationInfo()).list_tests("3.0")
     level0 = sorted(name for name, test in tests.items() if test["level"] == 0)
@@ -187,6 +191,22 @@ def test_image_api_validator_passes_level_0(web_server, tmp_path):
         result = ImageAPI("overlay", server, "iiif", "http", "", "3.0", debug=False)
         TestSuite(ValidationInfo()).run_test(name, result)
         assert result.exception is None, f"{name}: {result.exception} ({result.urls})"
+
+
+def test_jpeg_tiles_of_the_visible_image_are_the_stored_colour(small_run, tmp_path):
+    from PIL import Image
+
+    dest = export_iiif(small_run, tmp_path / "jpg")  # JPEG tiles, quality 90
+    output = open_output(small_run)
+    shapes = [tuple(s[-2:]) for s in output["visible"].shapes]
+    for tile in iiif_tiles(shapes, 256):
+        with Image.open(dest / "visible" / tile.path / "0" / "default.jpg") as jpeg:
+            assert jpeg.mode == "RGB"
+            got = np.asarray(jpeg).astype(int)
+        y0, y1, x0, x1 = tile.region
+        want = np.moveaxis(output["visible"].levels[tile.level][..., y0:y1, x0:x1], 0, -1)
+        error = np.abs(got - want)  # measured: mean 1.1 to 1.6, 99th percentile 4 to 7
+        assert error.mean() < 2.5 and np.percentile(error, 99) <= 10, tile.path
 
 
 def test_export_at_another_threshold_and_refusals(small_run, tmp_path):
@@ -290,6 +310,13 @@ def test_export_opens_in_openseadragon(small_run, web_server, browser_page):
     assert blue_got[inner].mean() > 0.99  # blue where the overlay says
     assert blue_got[outer].mean() < 0.001  # and nowhere else
     page.uncheck("#layer-overlay")
+    # beneath it, the visible image in colour (JPEG tiles, scaled by OpenSeadragon)
+    visible = shot()[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]
+    stored = np.moveaxis(np.asarray(open_output(small_run)["visible"].levels[0][...]), 0, -1)
+    stored = Image.fromarray(stored).resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+    stored = np.asarray(stored).astype(int)[2:-2, 2:-2]
+    assert np.abs(visible - stored).mean() < 3  # measured 1.2
+    assert (visible.max(axis=-1) - visible.min(axis=-1)).mean() > 10  # colour, not grey
     page.check("#layer-collage")
     collage = shot()[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]
     # the collage (a JPEG layer, opaque): band colours on the figure, black elsewhere

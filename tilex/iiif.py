@@ -4,7 +4,9 @@ A museum drops the folder on any web server (no image server needed) and
 opens it in Mirador, Universal Viewer or OpenSeadragon. ``DEST/`` holds:
 
 ``visible/``, ``overlay/``, ``collage/``
-    One IIIF image each (:data:`IIIF_IMAGES`): ``info.json`` (``profile``
+    One IIIF image each (:data:`IIIF_IMAGES`; ``visible`` in colour as the
+    scan encodes it, or in grey for outputs written before tilex kept the
+    colour image): ``info.json`` (``profile``
     ``level0``; ``tiles`` with one scale factor per pyramid level, ``2 ** k``
     for level ``k``, and the chunk as tile size) and the tiles at the paths a
     level-0 client asks for: ``{region}/{size}/0/default.{jpg|png}``, where
@@ -59,10 +61,11 @@ _CONTEXT_IMAGE = "http://iiif.io/api/image/3/context.json"
 _CONTEXT_PRESENTATION = "http://iiif.io/api/presentation/3/context.json"
 _MEDIA = {"jpg": "image/jpeg", "png": "image/png"}
 _DESCRIPTIONS = {
-    "visible": "the visible image in grey (recovered from the overlay)",
+    "visible": "the visible image in colour, as the scan encodes it",
     "overlay": "the visible image in grey with the hidden areas in blue",
     "collage": "each flagged pixel in the colour of the band that wins there",
 }
+_GREY_VISIBLE = "the visible image in grey (recovered from the overlay: no colour image stored)"
 
 Progress = Callable[[str, int, int], None]
 
@@ -106,9 +109,11 @@ def _picture(pictures: Pictures, image: str, level: int, region: tuple[int, int,
     """A Pillow image of one region of ``image`` (:data:`IIIF_IMAGES`)."""
     from PIL import Image
 
-    if image == "visible":
+    if image == "visible" and not pictures.has_colour:
         return Image.fromarray(pictures.grey(level, region), "L")
-    if image == "overlay":
+    if image == "visible":
+        rgb = pictures.visible(level, region)
+    elif image == "overlay":
         rgb = pictures.overlay(level, region)
     else:
         rgb = pictures.collage_rgb(level, region)
@@ -307,7 +312,7 @@ def _record(
         "threshold": pictures.t,
         "run_threshold": pictures.run,
         "tile_format": fmt,
-        "images": [{"name": n, "description": _DESCRIPTIONS[n]} for n in IIIF_IMAGES],
+        "images": [{"name": n, "description": _description(n, pictures)} for n in IIIF_IMAGES],
         "bands": [
             {
                 "index": i + 1,
@@ -320,6 +325,12 @@ def _record(
         ],
         "unknown_band": list(pictures.describe()["unknown_band"]),
     }
+
+
+def _description(image: str, pictures: Pictures) -> str:
+    if image == "visible" and not pictures.has_colour:
+        return _GREY_VISIBLE
+    return _DESCRIPTIONS[image]
 
 
 def _text(value: str) -> dict[str, list[str]]:
