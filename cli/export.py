@@ -24,7 +24,8 @@ from tilex.export import COMPRESSIONS, EXPORT_IMAGES
     type=click.Choice(EXPORT_IMAGES),
     default="overlay",
     show_default=True,
-    help="ome-tiff: which image to export (evidence and dissimilarity only if the run stored them).",
+    help="ome-tiff: which image to export (visible: the scan's visible image in colour; visible, "
+    "evidence and dissimilarity only if the run stored them).",
 )
 @click.option(
     "-o",
@@ -49,7 +50,7 @@ from tilex.export import COMPRESSIONS, EXPORT_IMAGES
     default="zlib",
     show_default=True,
     help="ome-tiff: tile compression (zlib is deflate, read by every tool; jpeg, lossy, "
-    "for the overlay only).",
+    "for the overlay and the visible image only).",
 )
 @click.option(
     "--tile-format",
@@ -88,8 +89,9 @@ def command(
 
     The OME-TIFF opens in QuPath, Fiji/Bio-Formats, napari and libvips: its
     levels are the OME-Zarr pyramid's, as SubIFDs of 512x512 tiles, the
-    overlay as interleaved RGB. The IIIF folder opens in Mirador, Universal
-    Viewer and OpenSeadragon once on a web server; its index.html shows it.
+    overlay and the visible image as interleaved RGB. The IIIF folder opens
+    in Mirador, Universal Viewer and OpenSeadragon once on a web server; its
+    index.html shows it.
     """
     from pathlib import Path
 

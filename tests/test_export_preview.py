@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tilex.colour import display_bytes
 from tilex.errors import OutputError, OutputExistsError
 from tilex.export import export_ome_tiff
 from tilex.omezarr import OmeZarrSink, open_output
@@ -20,6 +21,7 @@ from tilex.sink import RunInfo, TileResult
 
 SHAPE = (1500, 1100)
 BANDS = ("uv", "ir")
+RGB = ("overlay", "visible")  # the uint8 RGB images, exported as interleaved RGB
 
 
 def _overlay(gray: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -30,10 +32,16 @@ def _overlay(gray: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def result():
-    """A structured result: a hidden disc won by band 2, a stripe by band 1."""
+    """A structured result: a hidden disc won by band 2, a stripe by band 1, on a visible image
+    in colour (red across, green down, blue in waves)."""
+    from tilex.colour import luminance
+
     h, w = SHAPE
     yy, xx = np.mgrid[0:h, 0:w]
-    gray = ((xx / w) * 0.6 + 0.2).astype(np.float32)
+    visible = np.stack(
+        [0.2 + 0.6 * xx / w, 0.2 + 0.6 * yy / h, 0.5 + 0.3 * np.sin(xx / 40.0)]
+    ).astype(np.float32)
+    gray = luminance(visible)
     score = np.zeros(SHAPE, np.float32)
     winner = np.zeros(SHAPE, np.uint8)
     disc = (yy - 700) ** 2 + (xx - 500) ** 2 < 300**2
@@ -42,6 +50,7 @@ def result():
     winner[disc], score[disc] = 2, 0.9
     collage = np.stack([score * (1 + np.sin(xx / 50.0)), score]).astype(np.float32)
     return {
+        "visible": visible,
         "gray": gray,
         "winner": winner,
         "score": score,
@@ -54,7 +63,15 @@ def result():
 def out(request, result, tmp_path_factory):
     path = tmp_path_factory.mktemp(f"out{request.param}") / "OUT"
     sink = OmeZarrSink(path, version=request.param, unit=1024, chunk=256)
-    sink.open(RunInfo(shape=SHAPE, band_names=BANDS, wavelengths=(365.0, 1050.0), channels=2))
+    sink.open(
+        RunInfo(
+            shape=SHAPE,
+            band_names=BANDS,
+            wavelengths=(365.0, 1050.0),
+            channels=2,
+            keep_visible=True,
+        )
+    )
     # one tile for the whole image: the sink splits it across its units
     sink.write(
         TileResult(
@@ -63,13 +80,14 @@ def out(request, result, tmp_path_factory):
             result["score"],
             result["collage"],
             result["overlay"],
+            visible=display_bytes(result["visible"]),
         )
     )
     sink.close()
     return path
 
 
-@pytest.mark.parametrize("image", ["overlay", "collage", "score"])
+@pytest.mark.parametrize("image", ["overlay", "visible", "collage", "score"])
 def test_export_every_level_matches_the_zarr_levels(out, tmp_path, image):
     import tifffile
 
@@ -82,10 +100,10 @@ def test_export_every_level_matches_the_zarr_levels(out, tmp_path, image):
         for level, array in zip(series.levels, zarr_levels, strict=True):
             assert level.keyframe.tilewidth == level.keyframe.tilelength == 512
             want = np.asarray(array[...])
-            if image == "overlay":  # interleaved RGB: y, x, sample
+            if image in RGB:  # interleaved RGB: y, x, sample
                 want = np.moveaxis(want, 0, -1)
             np.testing.assert_array_equal(level.asarray().reshape(want.shape), want)
-        if image == "overlay":
+        if image in RGB:
             assert series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
             assert series.keyframe.planarconfig == tifffile.PLANARCONFIG.CONTIG
             assert series.axes == "YXS"
@@ -100,6 +118,14 @@ def test_export_refuses_to_overwrite_and_unknown_images(out, tmp_path):
         export_ome_tiff(out, tmp_path / "y.ome.tif", image="winner")
     with pytest.raises(OutputError, match="no image 'dissimilarity'"):
         export_ome_tiff(out, tmp_path / "y.ome.tif", image="dissimilarity")
+    old = OmeZarrSink(tmp_path / "old", unit=256, chunk=128)  # before tilex kept the colour image
+    old.open(RunInfo(shape=(64, 64), band_names=("ir",), wavelengths=(None,), channels=1))
+    zeros = np.zeros((64, 64), np.float32)
+    gray = np.full((3, 64, 64), 128, np.uint8)
+    old.write(TileResult((0, 64, 0, 64), zeros.astype(np.uint8), zeros, zeros[None], gray))
+    old.close()
+    with pytest.raises(OutputError, match="has no colour visible image .* export the overlay"):
+        export_ome_tiff(tmp_path / "old", tmp_path / "y.ome.tif", image="visible")
 
 
 def test_visible_is_recovered_from_the_overlay(result):
@@ -166,11 +192,11 @@ def test_cli_validate_export_preview(out, tmp_path):
     res = runner.invoke(main, ["validate", str(out)])
     assert res.exit_code == 0, res.output
     assert "ome-zarr-models:" in res.output and "valid" in res.output
-    res = runner.invoke(
-        main, ["export", str(out), "--image", "score", "-o", str(tmp_path / "s.tif")]
-    )
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "s.tif").is_file()
+    for image in ("score", "visible"):
+        dest = tmp_path / f"{image}.tif"
+        res = runner.invoke(main, ["export", str(out), "--image", image, "-o", str(dest)])
+        assert res.exit_code == 0, res.output
+        assert dest.is_file()
     res = runner.invoke(main, ["preview", str(out), "-o", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.png").is_file()
@@ -216,13 +242,20 @@ def _vips(*command: str) -> str:
 )
 @pytest.mark.parametrize(
     ("image", "compression"),
-    [("overlay", "zlib"), ("overlay", "jpeg"), ("score", "zlib"), ("collage", "zstd")],
+    [
+        ("overlay", "zlib"),
+        ("overlay", "jpeg"),
+        ("visible", "zlib"),
+        ("visible", "jpeg"),
+        ("score", "zlib"),
+        ("collage", "zstd"),
+    ],
 )
 def test_libvips_crops_every_level_and_agrees_with_tifffile_and_the_ome_xml(
     out, tmp_path, image, compression
 ):
     """libvips (an independent reader) decodes a region of every level: the interleaved RGB
-    overlay in deflate or JPEG tiles, float images one plane per page."""
+    overlay and visible image in deflate or JPEG tiles, float images one plane per page."""
     from xml.etree import ElementTree
 
     import tifffile
@@ -230,7 +263,7 @@ def test_libvips_crops_every_level_and_agrees_with_tifffile_and_the_ome_xml(
     dest = export_ome_tiff(out, tmp_path / "x.ome.tif", image=image, compression=compression)
     levels = open_output(out)[image].levels
     c, h, w = levels[0].shape
-    rgb = image == "overlay"
+    rgb = image in RGB
     with tifffile.TiffFile(dest) as tif:
         series = tif.series[0]
         pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")

@@ -5,10 +5,10 @@ a SubIFD (``subfiletype=1``) of it, so the TIFF has the same levels as the
 Zarr. Tiles are ``512 x 512`` and are read from the zarr levels one tile at
 a time (whole chunks): memory holds one tile, whatever the image size.
 
-- uint8 RGB (the overlay) is written as *interleaved* RGB tiles (planar
-  configuration "contig"), compressed with deflate (``zlib``), ``zstd``,
-  ``lzw`` or ``jpeg`` as the user picks: what image servers of the IIPImage
-  kind and libvips read.
+- uint8 RGB (the overlay, the visible image) is written as *interleaved*
+  RGB tiles (planar configuration "contig"), compressed with deflate
+  (``zlib``), ``zstd``, ``lzw`` or ``jpeg`` as the user picks: what image
+  servers of the IIPImage kind and libvips read.
 - float images (collage, score, evidence, dissimilarity) keep their channels
   as separate planes, one grey page per channel (libvips cannot decode a
   tiled float image with separate planes; tifffile, Bio-Formats and QuPath do).
@@ -32,8 +32,9 @@ from tilex.render import Pictures
 
 __all__ = ["COMPRESSIONS", "EXPORT_IMAGES", "export_ome_tiff"]
 
-EXPORT_IMAGES = ("overlay", "collage", "score", "evidence", "dissimilarity")
-"""Images of an output that can be exported (``evidence`` and ``dissimilarity`` only when stored)."""
+EXPORT_IMAGES = ("overlay", "visible", "collage", "score", "evidence", "dissimilarity")
+"""Images of an output that can be exported (``visible``, ``evidence`` and ``dissimilarity``
+only when stored)."""
 
 COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
 """TIFF tile compressions (``jpeg``: uint8 RGB only)."""
@@ -86,10 +87,12 @@ def export_ome_tiff(
         A complete tilex output folder.
     dest : path-like, optional
         The ``.ome.tif`` to write; default ``OUT/<image>.ome.tif``.
-    image : {"overlay", "collage", "score", "evidence", "dissimilarity"}
-        Which image to export.
+    image : {"overlay", "visible", "collage", "score", "evidence", "dissimilarity"}
+        Which image to export (``visible``: the scan's visible image in colour,
+        as the output keeps it).
     compression : {"zlib", "zstd", "lzw", "jpeg", "none"}
-        Tile compression; ``jpeg`` (lossy, ``quality``) for the overlay only.
+        Tile compression; ``jpeg`` (lossy, ``quality``) for the uint8 RGB
+        images only (the overlay, the visible image).
     quality : int
         JPEG quality, 1 to 100.
     threshold : float, optional
@@ -129,6 +132,11 @@ def export_ome_tiff(
     if compression not in COMPRESSIONS:
         raise OutputError(
             f"unknown compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}"
+        )
+    if image == "visible" and "visible" not in output.images:
+        raise OutputError(
+            f"output {output.path} has no colour visible image (written before tilex kept it):"
+            " export the overlay, or run the scan again"
         )
     img = output[image]
     pictures = Pictures(output, threshold)
