@@ -40,7 +40,9 @@ _TILE_HELP = (
     "--norm",
     type=click.Choice(NORMS),
     default=None,
-    help="Normalise each band over the whole scan (band, the default) or across bands at each pixel (pixel).",
+    help="How dissimilarity becomes a score: noise (the default: over twice each band's noise "
+    "floor, measured over the whole scan), band (stretched between percentiles of each band over "
+    "the whole scan, ArtExtract's) or pixel (across the bands at each pixel).",
 )
 @click.option(
     "--threshold",
