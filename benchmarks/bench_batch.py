@@ -29,7 +29,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -158,18 +157,9 @@ def _batch(scans: list[Path], outdir: Path, device: str) -> tuple[float, float]:
 
 def _hashes(out: Path) -> dict[str, str]:
     """sha256 of every decoded chunk of every level of every image."""
-    from tilex.omezarr import open_output
+    from tilex.omezarr import chunk_digests
 
-    found = {}
-    output = open_output(out)
-    for name in sorted(output.images):
-        for level, array in enumerate(output[name].levels):
-            cy, cx = array.chunks[-2:]
-            for y in range(0, array.shape[-2], cy):
-                for x in range(0, array.shape[-1], cx):
-                    block = array[..., y : y + cy, x : x + cx]
-                    found[f"{name}/{level}/{y}.{x}"] = hashlib.sha256(block.tobytes()).hexdigest()
-    return found
+    return chunk_digests(out)
 
 
 if __name__ == "__main__":

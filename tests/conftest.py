@@ -141,30 +141,12 @@ def random_encoder(random_network) -> Callable[..., Any]:
     return lambda seed: build_encoder(network=random_network(seed), device="cpu")
 
 
-def _chunk_hashes(out: Path) -> dict[str, str]:
-    """``image/level/cy.cx`` -> sha256 of that chunk's decoded bytes (with its dtype and shape)."""
-    import hashlib
-
-    from tilex.omezarr import open_output
-
-    found = {}
-    output = open_output(out)
-    for name in sorted(output.images):
-        for level, array in enumerate(output[name].levels):
-            cy, cx = array.chunks[-2:]
-            for y in range(0, array.shape[-2], cy):
-                for x in range(0, array.shape[-1], cx):
-                    block = array[..., y : y + cy, x : x + cx]
-                    digest = hashlib.sha256(f"{block.dtype}{block.shape}".encode())
-                    digest.update(block.tobytes())
-                    found[f"{name}/{level}/{y // cy}.{x // cx}"] = digest.hexdigest()
-    return found
-
-
 @pytest.fixture(scope="session")
 def chunk_hashes() -> Callable[[Path], dict[str, str]]:
     """Hash every decoded chunk of every level of an output (pins arrays, not codec bytes)."""
-    return _chunk_hashes
+    from tilex.omezarr import chunk_digests
+
+    return chunk_digests
 
 
 def _killed_then_resumed(scan: Path, out: Path, options: list[str], point: str = "unit:4") -> None:

@@ -19,7 +19,7 @@ import zarr
 from tilex.errors import OutputError
 from tilex.omezarr.format import read_manifest
 
-__all__ = ["Output", "OutputImage", "open_output"]
+__all__ = ["Output", "OutputImage", "chunk_digests", "open_output"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,29 @@ class Output:
             raise OutputError(
                 f"output {self.path} has no image {name!r} (it has {', '.join(self.images)})"
             ) from None
+
+
+def chunk_digests(out: str | os.PathLike | Output) -> dict[str, str]:
+    """``"image/level/cy.cx"`` -> sha256 of that chunk's decoded array (its dtype, shape, bytes).
+
+    Pins the arrays an output holds, not its codec's bytes: two outputs with
+    equal digests hold the same values in the same chunks (the golden tests and
+    the benchmarks compare runs with it).
+    """
+    import hashlib
+
+    output = out if isinstance(out, Output) else open_output(out)
+    found = {}
+    for name in sorted(output.images):
+        for level, array in enumerate(output[name].levels):
+            cy, cx = array.chunks[-2:]
+            for y in range(0, array.shape[-2], cy):
+                for x in range(0, array.shape[-1], cx):
+                    block = array[..., y : y + cy, x : x + cx]
+                    digest = hashlib.sha256(f"{block.dtype}{block.shape}".encode())
+                    digest.update(block.tobytes())
+                    found[f"{name}/{level}/{y // cy}.{x // cx}"] = digest.hexdigest()
+    return found
 
 
 def open_output(path: str | os.PathLike, *, require_complete: bool = True) -> Output:
