@@ -7,12 +7,27 @@ Prints two tables (no asserts):
    planes) and of planes (h * w * (1 + N) per second), for BN folded vs not,
    contiguous vs channels-last, on CPU fp32 (and CUDA precisions when a GPU
    is present);
+   With ``--compile-cpu fp32:cl,bf16:cl`` it also times ``torch.compile``
+   (inductor) on the CPU, each next to its eager twin: throughput, the
+   compile time (the first call, in ``warm s``) and whether the compiled
+   features are bit-identical to eager's on the timed tile (``vs eager``).
+   ``--default-work`` times what a default (calibrated) run encodes: each
+   band and its prediction, 2N planes through the band path;
 2. ROC AUC of the fused score against the generator's hidden mask, default
    weights vs the pixel baseline ``|gray - band|``, on ``tilex synth`` scans
    (band normalisation by the 1st/99th percentiles, threshold 0.5), plus the
    AUC of the un-thresholded largest normalised dissimilarity.
 
-Run: ``.venv/bin/python benchmarks/bench_encoder.py [--tile 1024] [--bands 8]``
+Run: ``.venv/bin/python benchmarks/bench_encoder.py [--tile 1024] [--bands 8]``, or for
+compiled CPU rows as the engine runs them (a 512 px tile + 6 px halo)::
+
+    .venv/bin/python benchmarks/bench_encoder.py --tile 524 --default-work --skip-auc \
+        --tune-allocator --compile-cpu fp32:cl,bf16:cl
+
+Compare compiled and eager CPU rows with ``--tune-allocator`` (what ``tilex
+run`` does): without it eager pays page faults on its intermediate buffers
+that a compiled graph, with fewer of them, avoids (compiled fp32 was 1.20x
+eager without it and 1.00x with it, on the 2-core VM: docs/gigapixel.md).
 """
 
 from __future__ import annotations
@@ -29,8 +44,29 @@ from tilex.metrics import roc_auc, score_map
 from tilex.synthetic import render
 
 
+def _run(enc, vis, bnd, default_work: bool):
+    """One encode of the tile: ``(g, b)``, or the calibrated comparison's ``b`` of 2N planes."""
+    if default_work:
+        return (enc.encode_bands(torch.cat([bnd, bnd.flip(-1)])),)
+    return enc.encode(vis, bnd)
+
+
+def _vs_eager(cfg: dict, got: tuple, vis, bnd, default_work: bool) -> str:
+    """``identical`` when the compiled encoder's features equal its eager twin's, bit for bit."""
+    eager = build_encoder(**cfg)
+    want = _run(eager, vis, bnd, default_work)
+    diff = max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
+    same = all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    return "identical" if same else f"max |d| {diff:.1e}"
+
+
 def throughput(
-    tile: int, bands: int, repeats: int, configs: list[dict], deadline: float | None = None
+    tile: int,
+    bands: int,
+    repeats: int,
+    configs: list[dict],
+    deadline: float | None = None,
+    default_work: bool = False,
 ) -> list[dict]:
     """Time each configuration; returns the rows (also printed).
 
@@ -40,13 +76,19 @@ def throughput(
     chunking). CUDA timings: warm-up on the full tile (cuDNN autotuning,
     compilation), then the median of ``repeats`` synchronised runs.
     """
+    work = (
+        f"{2 * bands} planes (each band and its prediction)"
+        if default_work
+        else (f"visible + {bands} bands")
+    )
+    planes = 2 * bands if default_work else bands + 1
     print(
-        f"\n## encoder throughput: one {tile}x{tile} tile, visible + {bands} bands, "
+        f"\n## encoder throughput: one {tile}x{tile} tile, {work}, "
         f"{torch.get_num_threads()} torch threads"
     )
     print(
         f"{'device':<6} {'precision':<9} {'BN':<8} {'memory':<13} {'batch':>5} {'compile':<26} "
-        f"{'s/tile':>8} {'Mpx/s scan':>11} {'Mpx/s planes':>13} {'warm s':>7}"
+        f"{'s/tile':>8} {'Mpx/s scan':>11} {'Mpx/s planes':>13} {'warm s':>7} {'vs eager':<16}"
     )
     rows = []
     start_all = time.perf_counter()
@@ -69,10 +111,11 @@ def throughput(
             vis = torch.rand(3, tile, tile, generator=gen).to(enc.device)
             bnd = torch.rand(bands, tile, tile, generator=gen).to(enc.device)
             t0 = time.perf_counter()
-            if cuda:  # the full tile: cuDNN picks its algorithms, compile sees the shapes
-                for _ in range(2):
-                    enc.encode(vis, bnd)
-                torch.cuda.synchronize()
+            if cuda or mode is not None:  # the full tile: cuDNN autotunes, compile sees the shape
+                for _ in range(2 if cuda else 1):
+                    _run(enc, vis, bnd, default_work)
+                if cuda:
+                    torch.cuda.synchronize()
             else:
                 enc.encode(vis[:, :64, :64].contiguous(), bnd[:, :64, :64].contiguous())
             warm = time.perf_counter() - t0
@@ -81,10 +124,11 @@ def throughput(
                 if cuda:
                     torch.cuda.synchronize()
                 t1 = time.perf_counter()
-                enc.encode(vis, bnd)
+                out = _run(enc, vis, bnd, default_work)
                 if cuda:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t1)
+            same = _vs_eager(cfg, out, vis, bnd, default_work) if mode is not None else "-"
         except Exception as err:  # a variant this device or torch cannot run: report, go on
             print(f"failed: {cfg} compile={mode}: {type(err).__name__}: {str(err)[:200]}")
             continue
@@ -99,8 +143,9 @@ def throughput(
             compile=mode or "eager",
             s_per_tile=best,
             mpx_s=px / best / 1e6,
-            mpx_s_planes=px * (bands + 1) / best / 1e6,
+            mpx_s_planes=px * planes / best / 1e6,
             warm_s=warm,
+            vs_eager=same,
         )
         rows.append(row)
         print(
@@ -108,7 +153,7 @@ def throughput(
             f"{'folded' if row['fold'] else 'unfolded':<8} "
             f"{'channels_last' if row['channels_last'] else 'contiguous':<13} "
             f"{str(row['band_batch']):>5} {row['compile']:<26} {best:8.4f} "
-            f"{row['mpx_s']:11.2f} {row['mpx_s_planes']:13.2f} {warm:7.1f}",
+            f"{row['mpx_s']:11.2f} {row['mpx_s_planes']:13.2f} {warm:7.1f} {same:<16}",
             flush=True,
         )
         del enc
@@ -168,7 +213,22 @@ def main() -> None:
         "e.g. fp16:cl,bf16:cl (each compiles for about 25 s)",
     )
     parser.add_argument(
-        "--compile-mode", default="max-autotune-no-cudagraphs", help="torch.compile mode"
+        "--compile-mode", default="max-autotune-no-cudagraphs", help="torch.compile mode on CUDA"
+    )
+    parser.add_argument(
+        "--compile-cpu",
+        default="",
+        help="comma list of PRECISION[:cl] to time with torch.compile on the CPU next to eager, "
+        "e.g. fp32:cl,bf16:cl (inductor; compiles on the first call, mode --compile-mode-cpu); "
+        "add --tune-allocator to compare them as tilex run runs",
+    )
+    parser.add_argument(
+        "--compile-mode-cpu", default="default", help="torch.compile mode on the CPU"
+    )
+    parser.add_argument(
+        "--default-work",
+        action="store_true",
+        help="time the default run's comparison: 2N planes through the band path",
     )
     parser.add_argument(
         "--deadline", type=float, default=None, help="seconds after which variants are skipped"
@@ -193,6 +253,16 @@ def main() -> None:
             {"device": "cpu", "precision": "fp32", "channels_last": True},
             {"device": "cpu", "precision": "fp32", "fold": False},
         ]
+    for item in filter(None, (c.strip() for c in args.compile_cpu.split(","))):
+        precision, _, memory = item.partition(":")
+        cfg = {
+            "device": "cpu",
+            "precision": precision,
+            "channels_last": memory in ("cl", "channels_last"),
+        }
+        if cfg not in configs:
+            configs.append(dict(cfg))  # its eager twin
+        configs.append({**cfg, "compile_mode": args.compile_mode_cpu})
     if torch.cuda.is_available():
         configs += [
             {"device": "cuda", "precision": p, "channels_last": cl}
@@ -216,7 +286,9 @@ def main() -> None:
                     "compile_mode": args.compile_mode,
                 }
             )
-    rows = throughput(args.tile, args.bands, args.repeats, configs, args.deadline)
+    rows = throughput(
+        args.tile, args.bands, args.repeats, configs, args.deadline, args.default_work
+    )
     if args.json:
         import json
 
