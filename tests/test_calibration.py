@@ -153,9 +153,32 @@ def test_the_fit_reads_each_square_once_and_gives_the_same_bits_without_its_cach
     assert sorted(reads) == sorted(regions)  # 5 passes, one read per square
     reads.clear()
     monkeypatch.setattr(calibration, "CACHE_BYTES", 0)
-    uncached = fit_scan(scan, CalibrationSpec("affine"), regions)
+    uncached = calibration.fit(calibration._ScanSquares(scan, regions), CalibrationSpec("affine"))
     assert len(reads) == (1 + 2 * calibration.REFITS) * len(regions)
     assert uncached.coefficients == cached.coefficients and uncached.inliers == cached.inliers
+
+
+def test_a_large_sample_is_thinned_to_what_the_cache_holds_and_read_once(monkeypatch):
+    import tilex.calibration as calibration
+
+    scan, _, _ = pigment_scan()
+    regions = sample_regions(tuple(scan.shape), 1.0)
+    spec = CalibrationSpec("colour")
+    per_square = 64 * 64 * (4 * 9 + 4 * scan.n_bands)
+    monkeypatch.setattr(calibration, "CACHE_BYTES", per_square * len(regions) // 3)
+    stride = calibration.fit_stride(regions, spec, scan.n_bands)
+    assert stride >= 3  # about a third of the squares' features fit
+    reads = []
+    read_region = scan.read_region
+    monkeypatch.setattr(scan, "read_region", lambda *r: reads.append(r) or read_region(*r))
+    thinned = fit_scan(scan, spec, regions)
+    assert reads == regions[::stride]  # each kept square read once, in order, for all 10 passes
+    subset = regions[::stride]
+    origins = [(y0, x0) for y0, _, x0, _ in subset]
+    whole = calibration.fit(
+        calibration._ScanSquares(scan, subset), spec, origins=origins, shape=tuple(scan.shape)
+    )
+    assert thinned == whole and thinned.table == whole.table
 
 
 SURFACE = [

@@ -71,6 +71,27 @@ def test_a_killed_and_resumed_calibrated_run_keeps_its_bytes(
     assert chunk_hashes(out) == reference[1]
 
 
+def test_resuming_reads_the_saved_model_instead_of_fitting_again(scan, reference, tmp_path):
+    import shutil
+
+    import tilex.calibration
+
+    out = tmp_path / "OUT"
+    shutil.copytree(reference[0], out)
+    saved = _manifest(out)["calibration"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resumed run fitted its calibration again")
+
+    original = tilex.calibration.fit_scan
+    tilex.calibration.fit_scan = refuse
+    try:
+        report = tilex.run(scan, out, device="cpu", resume=True, **LAYOUT)
+    finally:
+        tilex.calibration.fit_scan = original
+    assert report.already_complete and _manifest(out)["calibration"] == saved
+
+
 def test_a_two_worker_calibrated_run_keeps_its_bytes(scan, reference, tmp_path, chunk_hashes):
     pytest.importorskip("distributed")
     out = tmp_path / "OUT"

@@ -151,7 +151,7 @@ def run(
         backend = resolve_device(plan.device.device, precision=plan.device.precision)
         encoder = build_encoder(plan.weights, backend)
         plan = _resolve(plan, backend, encoder, tuple(scan.shape), scan.n_bands, sink.write_unit)
-        calibration = _calibrate(scan, plan)
+        calibration = _calibrate(scan, plan, out_path)
         engine = Engine(
             scan,
             encoder,
@@ -270,17 +270,24 @@ def _resolve(
     return plan
 
 
-def _calibrate(scan: Any, plan: RunPlan) -> Any:
+def _calibrate(scan: Any, plan: RunPlan, out: Path | None = None) -> Any:
     """The fitted :class:`~tilex.calibration.Calibration` (``None`` with ``--calibrate none``).
 
     Fitted over the statistics' sampled squares, read straight from the scan;
     with ``--stats-from``, the model saved beside those statistics (they were
-    measured on its comparisons, so the two travel together).
+    measured on its comparisons, so the two travel together); resuming
+    ``out``, the model its first run saved (the fit is deterministic, so it is
+    the model a refit would give; a changed input is refused by the resume
+    guard all the same).
     """
     if plan.stats_from is not None:
         return _reused_calibration(plan, scan.n_bands, tuple(scan.shape))
     if not plan.calibration.enabled:
         return None
+    saved = _resumed_calibration(plan, out, scan.n_bands, tuple(scan.shape))
+    if saved is not None:
+        log.info("calibration (%s) read from %s", plan.calibration.mode, out)
+        return saved
     from tilex.calibration import fit_scan
     from tilex.stats import sample_regions
 
@@ -299,6 +306,32 @@ def _calibrate(scan: Any, plan: RunPlan) -> Any:
         time.perf_counter() - start,
     )
     return calibration
+
+
+def _resumed_calibration(
+    plan: RunPlan, out: Path | None, n_bands: int, shape: tuple[int, int]
+) -> Any:
+    """The model ``out``'s interrupted run saved, when resuming it with the same calibration."""
+    from tilex.calibration import Calibration
+    from tilex.errors import OutputError
+    from tilex.omezarr.format import read_manifest
+
+    if out is None or not plan.output.resume:
+        return None
+    try:
+        record = read_manifest(out).get("calibration")
+    except OutputError:  # nothing to resume yet: the run starts afresh
+        return None
+    if not record or record.get("mode") != plan.calibration.mode:
+        return None  # the resume guard says what changed
+    saved = Calibration.from_dict(record)
+    if (
+        saved.n_bands != n_bands
+        or saved.linearised != (plan.calibration.visible == "srgb")
+        or (saved.spatial and saved.shape != shape)
+    ):
+        return None
+    return saved
 
 
 def _reused_calibration(plan: RunPlan, n_bands: int, shape: tuple[int, int]) -> Any:
