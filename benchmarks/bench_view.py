@@ -52,7 +52,11 @@ def unit_result(y0: int, y1: int, x0: int, x1: int, size: int):
     band = ((yy // period + xx // period) % len(BANDS) + 1).astype(np.uint8)
     winner = np.where(flagged, band, 0).astype(np.uint8)
     overlay = overlay_reference(grey.astype(np.float32), score)
-    return TileResult((y0, y1, x0, x1), winner, score, score[None].copy(), overlay, None, evidence)
+    tint = np.stack([grey * 1.1, grey, grey * 0.8 + 0.05 * np.sin(yy / 53.0)])
+    visible = np.floor(np.clip(tint, 0, 1) * 255 + 0.5).astype(np.uint8)  # a warm painting
+    return TileResult(
+        (y0, y1, x0, x1), winner, score, score[None].copy(), overlay, None, evidence, visible
+    )
 
 
 def write_output(out: Path, size: int) -> None:
@@ -70,6 +74,7 @@ def write_output(out: Path, size: int) -> None:
         channels=1,
         pixel_size_um=20.0,
         keep_evidence=True,
+        keep_visible=True,
         provenance=provenance,
     )
     sink.open(info)
