@@ -105,7 +105,8 @@ def baselines(scene: str, manifest: Path, hidden: np.ndarray) -> list[list]:
 
 
 METHODS = {
-    "tilex default": {},  # calibrated (colour), scored over each band's noise floor
+    "tilex default": {},  # calibrated (registered), scored over each band's noise floor
+    "calibrate colour": {"calibrate": "colour"},  # without the registration terms
     "calibrate flat": {"calibrate": "flat"},  # without the colour table
     "calibrate affine": {"calibrate": "affine"},  # without the lighting surface (session 3)
     "ArtExtract (calibrate none, norm band)": {"calibrate": "none", "norm": "band"},

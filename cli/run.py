@@ -146,8 +146,9 @@ _TILE_HELP = (
     type=click.Choice(CALIBRATION_MODES),
     default=None,
     help="Compare each band with what the visible image predicts for it, fitted over the "
-    "statistics' sample: colour (the default: flat, then per visible colour what the band "
-    "holds beyond it), flat (an affine function of linear R, G, B plus a quadratic surface "
+    "statistics' sample: registered (the default: colour, plus each band's sub-pixel "
+    "misregistration from the visible image's gradients), colour (flat, then per visible colour "
+    "what the band holds beyond it), flat (an affine function of linear R, G, B plus a quadratic surface "
     "over the scan for the band's uneven lighting), affine (without the surface), gain (a gain "
     "and offset of the linear luminance) or none (ArtExtract: with the visible image itself). "
     "Calibrated runs cost about twice the encoder work per pixel.",

@@ -126,7 +126,7 @@ def test_plan_options_and_parameters():
     params = plan.parameters(halo=6, device="cpu", stats_sample=0.05)
     assert params["calibrate"] == "gain" and params["visible_encoding"] == "linear"
     default = RunPlan().parameters(halo=6, device="cpu", stats_sample=0.05)
-    assert (default["calibrate"], default["visible_encoding"]) == ("colour", "srgb")
+    assert (default["calibrate"], default["visible_encoding"]) == ("registered", "srgb")
     off = RunPlan.from_options(calibrate="none").parameters(halo=6, device="cpu", stats_sample=0)
     assert "calibrate" not in off and "visible_encoding" not in off  # as outputs before it
     with pytest.raises(

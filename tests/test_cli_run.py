@@ -63,7 +63,7 @@ def test_run_writes_a_complete_valid_output(scan, tmp_path):
     assert [b["pixels"] for b in found["bands"]] == [int((winner == i + 1).sum()) for i in range(3)]
     assert sum(found["score_histogram"]["counts"]) == int((winner > 0).sum())
     assert f"flagged {found['flagged_fraction']:.1%} of the scan" in result.stdout
-    assert meta["parameters"]["halo"] == 6 and meta["parameters"]["tile"] == 64
+    assert meta["parameters"]["halo"] == 7 and meta["parameters"]["tile"] == 64  # 6 + 1
     assert len(meta["stats"]["lo"]) == 3
     # level 0 on disk equals the engine's in-memory result
     memory = tilex.run(scan, None, device="cpu", tile=64).sink

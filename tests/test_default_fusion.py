@@ -44,7 +44,8 @@ def _manifest(out: Path) -> dict:
 def test_the_default_is_calibrated_and_scored_over_the_noise_floor(reference):
     out, _ = reference
     manifest = _manifest(out)
-    assert manifest["parameters"]["calibrate"] == "colour"
+    assert manifest["parameters"]["calibrate"] == "registered"
+    assert manifest["parameters"]["halo"] == 7  # the encoder's 6 px and the gradients' 1
     assert manifest["parameters"]["norm"] == "noise"
     stats = manifest["stats"]
     for median, spread, floor in zip(stats["median"], stats["spread"], stats["floor"], strict=True):
@@ -107,7 +108,7 @@ def test_stats_from_reuses_the_statistics_and_the_calibration(
     tilex.run(scan, out, device="cpu", stats_from=reference[0], **LAYOUT)
     assert chunk_hashes(out) == reference[1]
     assert _manifest(out)["calibration"] == _manifest(reference[0])["calibration"]
-    with pytest.raises(PlanError, match="was measured with --calibrate colour"):
+    with pytest.raises(PlanError, match="was measured with --calibrate registered"):
         tilex.run(scan, tmp_path / "B", device="cpu", stats_from=reference[0], calibrate="none")
 
 

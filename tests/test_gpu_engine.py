@@ -291,7 +291,7 @@ def test_engine_on_cuda_equals_cpu_by_default(scan_manifest):
     assert cpu[0].plan.fusion.norm == "noise"
     model_a = cpu[0].sink.info.provenance.plain()["calibration"]
     model_b = gpu[0].sink.info.provenance.plain()["calibration"]
-    assert model_a is not None and model_a["mode"] == "colour"
+    assert model_a is not None and model_a["mode"] == "registered"
     assert model_a == model_b, "the calibration is fitted on pixels: the same on both devices"
     _compare_stats(cpu[0], gpu[0], "default")
     _compare(cpu, gpu, "default")

@@ -452,7 +452,7 @@ def test_parameters_are_the_manifest_section():
         "device": "cpu",
         "keep_dissimilarity": True,
         "ome_zarr_version": "0.4",
-        "calibrate": "colour",
+        "calibrate": "registered",
         "visible_encoding": "srgb",
     }
     assert json.loads(json.dumps(parameters)) == parameters

@@ -21,7 +21,12 @@ visible image instead:
   residual of its pixels shrunk towards 0 by :data:`TABLE_SHRINK` pixels, so a
   rare colour keeps the smooth model, and it is refitted without the pixels
   far from it like the model (:data:`REFITS`). Hidden content is what differs
-  from the other pixels of the same visible colour.
+  from the other pixels of the same visible colour;
+  ``mode="registered"``: the colour model plus ``d_i . [dR/dx, dG/dx, dB/dx,
+  dR/dy, dG/dy, dB/dy]``, the linear RGB's central differences
+  (:func:`gradient_terms`): to first order, a band registered a fraction of
+  a pixel off the visible image, which otherwise differs along every edge.
+  A prediction then needs one pixel around it (:attr:`Calibration.context`).
 
 The fit is least squares from float64 sums ``X^T X`` and ``X^T y`` of each
 sampled square (:func:`tilex.stats.sample_regions`, read straight from the
@@ -45,7 +50,7 @@ Examples
 >>> CalibrationSpec(mode="rainbow")
 Traceback (most recent call last):
 ...
-tilex.errors.PlanError: --calibrate must be one of none, gain, affine, flat, colour, got 'rainbow'
+tilex.errors.PlanError: --calibrate must be one of none, gain, affine, flat, colour, registered, got 'rainbow'
 """
 
 from __future__ import annotations
@@ -78,10 +83,13 @@ __all__ = [
     "srgb_to_linear",
     "colour_cells",
     "fit_stride",
+    "gradient_terms",
     "surface_terms",
 ]
 
-CALIBRATION_MODES = ("none", "gain", "affine", "flat", "colour")
+CALIBRATION_MODES = ("none", "gain", "affine", "flat", "colour", "registered")
+_SURFACE_MODES = ("flat", "colour", "registered")  # with the lighting surface (the scan's shape)
+_TABLE_MODES = ("colour", "registered")  # with the colour table
 VISIBLE_ENCODINGS = ("srgb", "linear")
 LINEAR_LUMA: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
 """Rec. 709 luminance weights of *linear* red, green and blue (the gain model's ``Y``)."""
@@ -112,7 +120,7 @@ _NBINS = 1 << 15
 class CalibrationSpec:
     """Whether and how bands are predicted from the visible image (``--calibrate``)."""
 
-    mode: str = "colour"
+    mode: str = "registered"
     visible: str = "srgb"
 
     def __post_init__(self) -> None:
@@ -128,6 +136,11 @@ class CalibrationSpec:
     @property
     def enabled(self) -> bool:
         return self.mode != "none"
+
+    @property
+    def context(self) -> int:
+        """Pixels around a pixel its prediction reads: the exact halo grows by this much."""
+        return 1 if self.mode == "registered" else 0
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
@@ -182,6 +195,36 @@ def colour_cells(rgb: np.ndarray) -> np.ndarray:
     return (index[0] * TABLE_CELLS + index[1]) * TABLE_CELLS + index[2]
 
 
+def gradient_terms(rgb: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``dR/dx, dG/dx, dB/dx, dR/dy, dG/dy, dB/dy`` (float32 ``[h, w]``) of linear ``rgb [3, h, w]``.
+
+    Central differences ``(f[k + 1] - f[k - 1]) / 2`` inside the array,
+    one-sided differences on its border (0 across a side of one pixel): a
+    pixel's terms depend on its 4 neighbours only, so they equal the whole
+    scan's wherever the region holds those neighbours.
+
+    Examples
+    --------
+    >>> ramp = np.broadcast_to(np.arange(4, dtype=np.float32), (3, 2, 4))
+    >>> [t[0].tolist() for t in gradient_terms(ramp)[::3]]
+    [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    rgb = np.asarray(rgb, np.float32)
+    dx = _differences(rgb)
+    dy = np.swapaxes(_differences(np.swapaxes(rgb, 1, 2)), 1, 2)
+    return (dx[0], dx[1], dx[2], dy[0], dy[1], dy[2])
+
+
+def _differences(a: np.ndarray) -> np.ndarray:
+    """Central differences along the last axis, one-sided at its ends (float32)."""
+    d = np.zeros_like(a)
+    if a.shape[-1] > 1:
+        d[..., 1:-1] = (a[..., 2:] - a[..., :-2]) * np.float32(0.5)
+        d[..., 0] = a[..., 1] - a[..., 0]
+        d[..., -1] = a[..., -1] - a[..., -2]
+    return d
+
+
 def _features(
     visible: np.ndarray,
     mode: str,
@@ -197,11 +240,14 @@ def _features(
     if mode == "gain":
         y = LINEAR_LUMA[0] * rgb[0] + LINEAR_LUMA[1] * rgb[1] + LINEAR_LUMA[2] * rgb[2]
         return np.concatenate([y[None], ones])
-    if mode in ("flat", "colour"):
+    if mode in _SURFACE_MODES:
         assert place is not None, "the flat model needs each square's place in the scan"
         (oy, ox), shape = place
         rows, cols = np.mgrid[oy : oy + h, ox : ox + w]
         terms = np.stack(surface_terms(rows, cols, shape)).reshape(5, -1).astype(np.float64)
+        if mode == "registered":
+            shifts = np.stack(gradient_terms(rgb.reshape(3, h, w).astype(np.float32)))
+            terms = np.concatenate([terms, shifts.reshape(6, -1).astype(np.float64)])
         return np.concatenate([rgb, ones, terms])
     return np.concatenate([rgb, ones])
 
@@ -243,7 +289,12 @@ class Calibration:
     @property
     def spatial(self) -> bool:
         """Whether a prediction needs the pixels' places in the scan (flat and colour)."""
-        return self.mode in ("flat", "colour")
+        return self.mode in _SURFACE_MODES
+
+    @property
+    def context(self) -> int:
+        """Pixels around a pixel its prediction reads (1 for the registered model's gradients)."""
+        return 1 if self.mode == "registered" else 0
 
     def predict(
         self, visible: np.ndarray, places: tuple[np.ndarray, np.ndarray] | None = None
@@ -266,6 +317,8 @@ class Calibration:
                     "the flat calibration predicts from the pixels' places in the scan"
                 )
             terms = surface_terms(*places, self.shape)
+            if self.mode == "registered":
+                terms = (*terms, *gradient_terms(rgb))
         out = np.empty((self.n_bands, *rgb.shape[1:]), np.float32)
         for i, (r, g, b, c, *surface) in enumerate(self.coefficients):
             p = np.float32(r) * rgb[0]
@@ -456,7 +509,7 @@ def fit(
         raise ValueError("calibrate='none' fits nothing")
     squares = list(squares) if not isinstance(squares, Sequence) else squares
     linearise = spec.visible == "srgb"
-    if spec.mode in ("flat", "colour") and origins is None:
+    if spec.mode in _SURFACE_MODES and origins is None:
         if len(squares) != 1:
             raise ValueError("the flat model needs the squares' origins and the scan's shape")
         origins, shape = [(0, 0)], tuple(squares[0][0].shape[1:])  # type: ignore[assignment]
@@ -471,7 +524,7 @@ def fit(
             x, y = cache[index]
             return x.astype(np.float64), y.astype(np.float64)
         visible, bands = squares[index]
-        place = (origins[index], shape) if spec.mode in ("flat", "colour") else None  # type: ignore[index]
+        place = (origins[index], shape) if spec.mode in _SURFACE_MODES else None  # type: ignore[index]
         x = _features(visible, spec.mode, linearise, place)  # type: ignore[arg-type]
         y = np.asarray(bands, np.float32).reshape(bands.shape[0], -1)
         # float32 values kept as float32 (the same numbers, half the memory); the gain
@@ -501,7 +554,7 @@ def fit(
         coef = np.where(ok[:, None], refit, coef)
         count = np.where(ok, kept, count)
     table = None
-    if spec.mode == "colour":
+    if spec.mode in _TABLE_MODES:
         # cut the residuals at float32 as predict() adds them: the table sees what a run compares
         coef = coef.astype(np.float32).astype(np.float64)
         table = _fit_table(len(squares), features, coef)
@@ -512,7 +565,7 @@ def fit(
         linearise,
         tuple(tuple(float(v) for v in c) for c in coef),
         tuple(int(n) for n in count),
-        (int(shape[0]), int(shape[1])) if spec.mode in ("flat", "colour") else None,  # type: ignore[index]
+        (int(shape[0]), int(shape[1])) if spec.mode in _SURFACE_MODES else None,  # type: ignore[index]
         None if table is None else tuple(tuple(float(v) for v in band) for band in table),
     )
 
@@ -594,7 +647,7 @@ def fit_stride(regions: Sequence[Region], spec: CalibrationSpec, n_bands: int) -
     return max(1, -(-pixels * per_pixel // max(CACHE_BYTES, 1)))
 
 
-_N_FEATURES = {"gain": 2, "affine": 4, "flat": 9, "colour": 9}
+_N_FEATURES = {"gain": 2, "affine": 4, "flat": 9, "colour": 9, "registered": 15}
 
 
 def fit_scan(

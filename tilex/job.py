@@ -259,12 +259,13 @@ def _resolve(
         # calibrated: 2N band-path encodes per tile (each band and its prediction)
         planes = 2 * n_bands if plan.calibration.enabled else n_bands
         tile = fit_tile(encoder, backend, tile, planes)
-    plan.tiling.check_halo(tile, encoder.radius)
+    radius = encoder.radius + plan.calibration.context  # the exact halo
+    plan.tiling.check_halo(tile, radius)
     plan = replace(plan, tiling=replace(plan.tiling, tile=tile))
     suggested = clamp_tile(DEFAULT_TILE["cuda" if backend.is_cuda else "cpu"], shape, unit)
     from tilex.grid import TileGrid
 
-    advice = tile_advice(TileGrid(shape, tile, encoder.radius), suggested)
+    advice = tile_advice(TileGrid(shape, tile, radius), suggested)
     if advice:
         log.warning("%s", advice)
     return plan
@@ -413,7 +414,9 @@ def _provenance(
             for i, (name, wl) in enumerate(zip(scan.band_names, scan.wavelengths, strict=True))
         ],
         "parameters": plan.parameters(
-            halo=encoder.radius, device=backend.name, stats_sample=stats_sample
+            halo=encoder.radius + plan.calibration.context,
+            device=backend.name,
+            stats_sample=stats_sample,
         ),
         "weights": {
             "path": str(plan.weights) if plan.weights else "default",

@@ -19,7 +19,7 @@ output     :class:`OutputSpec`  OME-Zarr version, write unit, chunk,
 cluster    :class:`ClusterSpec` or ``None``  a dask.distributed cluster
 calibration :class:`~tilex.calibration.CalibrationSpec`  whether each band is
                                 compared with its prediction from the
-                                visible image (``--calibrate``; colour by default)
+                                visible image (``--calibrate``; registered by default)
 ========== ================= ============================================
 
 plus ``weights`` and ``stats_from`` (paths). Each option is checked by one

@@ -129,7 +129,9 @@ class Engine:
         self.tiling = tiling
         self.calibration = calibration
         self.progress = progress or (lambda stage, done, total: None)
-        self.grid = TileGrid(tuple(scan.shape), tiling.tile, encoder.radius)
+        # the encoder's receptive field, plus the pixels a prediction reads around a pixel
+        self.radius = encoder.radius + (calibration.context if calibration is not None else 0)
+        self.grid = TileGrid(tuple(scan.shape), tiling.tile, self.radius)
         self.timings: dict[str, float] = {}
 
     # -- the passes -----------------------------------------------------------

@@ -168,7 +168,7 @@ def histogram(
     Each region is read with ``halo`` px of context (default: the encoder's
     radius, which makes its ``d`` exact).
     """
-    radius = engine.encoder.radius
+    radius = engine.radius
     halo = radius if halo is None else halo
     tiles = [
         Tile(-1, -1, region, region_with_halo(region, halo, engine.scan.shape))
