@@ -185,6 +185,7 @@ def time_trial(
     shape: tuple[int, int] | None = None,
     *,
     calibrated: bool = False,
+    halo: int | None = None,
     budget_s: float = 1.0,
     tries: int = 3,
     clock: Callable[[], float] = time.perf_counter,
@@ -201,7 +202,9 @@ def time_trial(
     times: list[float] = []
     while len(times) < 2 or (len(times) < tries and sum(times) < budget_s):
         start = clock()
-        trial = trial_encode(encoder, backend, tile, n_bands, shape, calibrated=calibrated)
+        trial = trial_encode(
+            encoder, backend, tile, n_bands, shape, calibrated=calibrated, halo=halo
+        )
         times.append(clock() - start)
     return min(times), trial
 
@@ -225,6 +228,7 @@ def log_work_ahead(
         engine.scan.n_bands,
         tuple(engine.scan.shape),
         calibrated=engine.calibration is not None,
+        halo=engine.grid.halo,
     )
     work = estimate_work(
         engine.grid,

@@ -46,14 +46,16 @@ def trial_encode(
     shape: tuple[int, int] | None = None,
     *,
     calibrated: bool = False,
+    halo: int | None = None,
 ) -> tuple[int, int]:
     """Encode one full tile of zeros (core and halo, every band), wait for it, return its shape.
 
     The tile is clipped to ``shape`` (a scan smaller than one tile) when given.
     ``calibrated``: as a calibrated run encodes it, every band and its
     prediction through the band path (``2 * n_bands`` planes, no visible).
+    ``halo``: the tile's halo (default the encoder's radius).
     """
-    side = tile + 2 * encoder.radius
+    side = tile + 2 * (encoder.radius if halo is None else halo)
     h, w = (side, side) if shape is None else (min(side, shape[0]), min(side, shape[1]))
     visible = bands = g = None
     try:
