@@ -15,7 +15,7 @@ import click
 from tilex.cli.options import QUIET_HELP, VERBOSE_HELP, set_verbosity, verbosity_options
 
 from tilex._version import __version__
-from tilex.errors import TilexError, UsageError
+from tilex.errors import TilexError, UsageError, error_line
 
 _COMMANDS = (
     "demo", "synth", "run", "batch", "info", "preview", "view", "export", "validate", "evaluate",
@@ -36,8 +36,7 @@ class TilexGroup(click.Group):
         except TilexError as err:
             _fail(ctx, err, status=1)
         except OSError as err:  # disk full, permissions, a vanished file: say which, briefly
-            where = f"{err.filename}: " if err.filename else ""
-            _fail(ctx, err, status=2, message=f"{where}{err.strerror or err}")
+            _fail(ctx, err, status=2)
         except KeyboardInterrupt:
             click.echo("tilex: interrupted", err=True)
             ctx.exit(130)
@@ -46,13 +45,12 @@ class TilexGroup(click.Group):
         return sorted(super().list_commands(ctx))
 
 
-def _fail(ctx: click.Context, err: Exception, *, status: int, message: str | None = None) -> None:
+def _fail(ctx: click.Context, err: Exception, *, status: int) -> None:
     if verbosity(ctx) > 0:
         import traceback
 
         traceback.print_exception(err, file=sys.stderr)
-    message = message or (str(err).splitlines()[0] if str(err) else type(err).__name__)
-    click.echo(f"tilex: error: {message}", err=True)
+    click.echo(f"tilex: error: {error_line(err)}", err=True)
     ctx.exit(status)
 
 

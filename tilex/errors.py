@@ -27,6 +27,7 @@ __all__ = [
     "UnsupportedFormatError",
     "UsageError",
     "WeightsError",
+    "error_line",
 ]
 
 
@@ -115,3 +116,26 @@ class TileError(TilexError, RuntimeError):
     def __init__(self, message: str, *, tile: object | None = None) -> None:
         super().__init__(message)
         self.tile = tile
+
+
+def error_line(err: BaseException) -> str:
+    """The one line the command line prints for ``err`` (after ``tilex: error: ``).
+
+    A tilex error's first line; an operating system error's file and reason;
+    anything else (a bug, out of memory) with the name of its type, as the
+    last line of its traceback would read.
+
+    Examples
+    --------
+    >>> error_line(OSError(28, "No space left on device", "/out/panel/score.ome.zarr"))
+    '/out/panel/score.ome.zarr: No space left on device'
+    >>> error_line(RuntimeError("CUDA out of memory"))
+    'RuntimeError: CUDA out of memory'
+    """
+    if isinstance(err, OSError) and not isinstance(err, TilexError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    text = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, TilexError):
+        return text or type(err).__name__
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

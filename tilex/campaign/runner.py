@@ -47,7 +47,7 @@ from typing import Any
 
 from tilex.campaign.jobs import ScanJob, check_options, name_jobs, read_sources
 from tilex.campaign.record import BatchRecord, ScanRecord, found_summary, summary_table, totals
-from tilex.errors import OutputError, PlanError, TilexError
+from tilex.errors import OutputError, PlanError, TilexError, error_line
 from tilex.plan import RunPlan, describe
 
 __all__ = [
@@ -249,29 +249,6 @@ def run_scan(
     else:
         state = "resumed" if resume else "done"
     return replace(base, state=state, seconds=seconds, pixels=h * w, **found)
-
-
-def error_line(err: BaseException) -> str:
-    """The one line ``tilex run`` prints for ``err`` (after ``tilex: error: ``).
-
-    A tilex error's first line; an operating system error's file and reason;
-    anything else (a bug, out of memory) with the name of its type, as the
-    last line of its traceback would read.
-
-    Examples
-    --------
-    >>> error_line(OSError(28, "No space left on device", "/out/panel/score.ome.zarr"))
-    '/out/panel/score.ome.zarr: No space left on device'
-    >>> error_line(RuntimeError("CUDA out of memory"))
-    'RuntimeError: CUDA out of memory'
-    """
-    if isinstance(err, OSError) and not isinstance(err, TilexError):
-        where = f"{err.filename}: " if err.filename else ""
-        return f"{where}{err.strerror or err}"
-    text = str(err).splitlines()[0] if str(err) else ""
-    if isinstance(err, TilexError):
-        return text or type(err).__name__
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _started(out: Path) -> bool:
