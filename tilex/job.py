@@ -313,7 +313,6 @@ def _resumed_calibration(
     plan: RunPlan, out: Path | None, n_bands: int, shape: tuple[int, int]
 ) -> Any:
     """The model ``out``'s interrupted run saved, when resuming it with the same calibration."""
-    from tilex.calibration import Calibration
     from tilex.errors import OutputError
     from tilex.omezarr.format import read_manifest
 
@@ -325,25 +324,12 @@ def _resumed_calibration(
         return None
     if not record or record.get("mode") != plan.calibration.mode:
         return None  # the resume guard says what changed
-    saved = Calibration.from_dict(record)
-    if (
-        saved.n_bands != n_bands
-        or saved.linearised != (plan.calibration.visible == "srgb")
-        or (saved.spatial and saved.shape != shape)
-    ):
-        return None
-    return saved
+    saved, problem = _saved_calibration(record, plan.calibration, n_bands, shape)
+    return None if problem else saved
 
 
 def _reused_calibration(plan: RunPlan, n_bands: int, shape: tuple[int, int]) -> Any:
-    """The calibration saved in ``--stats-from``'s output, checked against the plan.
-
-    A flat model's surface is over relative places (``[-1, 1]`` across the
-    scan), so it is laid over this scan's ``shape``.
-    """
-    import dataclasses
-
-    from tilex.calibration import Calibration
+    """The calibration saved in ``--stats-from``'s output, checked against the plan."""
     from tilex.omezarr.format import read_manifest
 
     source, spec = plan.stats_from, plan.calibration
@@ -356,16 +342,34 @@ def _reused_calibration(plan: RunPlan, n_bands: int, shape: tuple[int, int]) -> 
         )
     if not record:
         return None
+    calibration, problem = _saved_calibration(record, spec, n_bands, shape)
+    if problem:
+        raise PlanError(f"--stats-from {source}: {problem}")
+    return calibration
+
+
+def _saved_calibration(
+    record: dict[str, Any], spec: Any, n_bands: int, shape: tuple[int, int]
+) -> tuple[Any, str | None]:
+    """A saved model for this scan, or what keeps it from fitting the scan and ``spec``.
+
+    A lighting surface is over relative places (``[-1, 1]`` across the scan), so
+    it is laid over this scan's ``shape``.
+    """
+    import dataclasses
+
+    from tilex.calibration import Calibration
+
     calibration = Calibration.from_dict(record)
     if calibration.linearised != (spec.visible == "srgb") or calibration.n_bands != n_bands:
-        raise PlanError(
-            f"--stats-from {source}: its calibration is for {calibration.n_bands} bands with "
-            f"visible encoding {'srgb' if calibration.linearised else 'linear'}; this run has "
-            f"{n_bands} bands and --visible-encoding {spec.visible}"
+        return calibration, (
+            f"its calibration is for {calibration.n_bands} bands with visible encoding "
+            f"{'srgb' if calibration.linearised else 'linear'}; this run has {n_bands} bands "
+            f"and --visible-encoding {spec.visible}"
         )
     if calibration.spatial:
         calibration = dataclasses.replace(calibration, shape=shape)
-    return calibration
+    return calibration, None
 
 
 def _measure(engine: Engine, plan: RunPlan, sink: Sink) -> BandStats:
