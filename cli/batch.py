@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 from tilex.cli import run as run_command
@@ -174,20 +175,29 @@ def batch_bars(enabled: bool | None = None) -> Iterator:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    def bar_of(total: int, desc: str, bar_format: str, **placing: Any) -> tqdm:
+        """A pixel bar on stderr, as the batch and its current stage draw them."""
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit="px",
+            unit_scale=True,
+            bar_format=bar_format,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            **placing,
+        )
+
     bars: dict[str, tqdm] = {}
     current: list[tuple[str, str] | None] = [None]
 
     def progress(status) -> None:
         top = bars.get("batch")
         if top is None:
-            top = bars["batch"] = tqdm(
-                total=status.pixels_total,
-                desc=f"batch, {status.scans_done}/{status.scans_total} scans",
-                unit="px",
-                unit_scale=True,
-                bar_format=_BATCH_FORMAT,
-                dynamic_ncols=True,
-                file=sys.stderr,
+            top = bars["batch"] = bar_of(
+                status.pixels_total,
+                f"batch, {status.scans_done}/{status.scans_total} scans",
+                _BATCH_FORMAT,
                 position=0,
             )
         top.total = status.pixels_total
@@ -200,14 +210,10 @@ def batch_bars(enabled: bool | None = None) -> Iterator:
         if stage is not None:
             bar = bars.get("stage")
             if bar is None:
-                bar = bars["stage"] = tqdm(
-                    total=status.stage_total,
-                    desc=f"{status.scan}: {STAGE_LABELS.get(status.stage, status.stage)}",
-                    unit="px",
-                    unit_scale=True,
-                    bar_format=_STAGE_FORMAT,
-                    dynamic_ncols=True,
-                    file=sys.stderr,
+                bar = bars["stage"] = bar_of(
+                    status.stage_total,
+                    f"{status.scan}: {STAGE_LABELS.get(status.stage, status.stage)}",
+                    _STAGE_FORMAT,
                     position=1,
                     leave=False,
                 )
