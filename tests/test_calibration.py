@@ -1,4 +1,4 @@
-"""Whole-scan calibration (tilex/calibration.py) and the calibrated comparison in a run."""
+"""Whole-scan calibration (tilex/calibration/) and the calibrated comparison in a run."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_robust_refits_beat_a_plain_fit_with_outliers(monkeypatch):
         squares.append((vis, y.astype(np.float32)))
     spec = CalibrationSpec("affine")
     robust = np.array(fit(squares, spec).coefficients)
-    monkeypatch.setattr(calibration, "REFITS", 0)
+    monkeypatch.setattr(calibration.fitting, "REFITS", 0)  # where the fit reads it
     plain = np.array(fit(squares, spec).coefficients)
     err_robust = np.abs(robust - COEFS).max()
     err_plain = np.abs(plain - COEFS).max()
@@ -142,7 +142,7 @@ def test_plan_options_and_parameters():
 
 
 def test_the_fit_reads_each_square_once_and_gives_the_same_bits_without_its_cache(monkeypatch):
-    import tilex.calibration as calibration
+    import tilex.calibration.fitting as calibration
 
     scan = affine_scan(200, 180, seed=7)
     regions = sample_regions(tuple(scan.shape), 1.0)
@@ -153,13 +153,13 @@ def test_the_fit_reads_each_square_once_and_gives_the_same_bits_without_its_cach
     assert sorted(reads) == sorted(regions)  # 5 passes, one read per square
     reads.clear()
     monkeypatch.setattr(calibration, "CACHE_BYTES", 0)
-    uncached = calibration.fit(calibration._ScanSquares(scan, regions), CalibrationSpec("affine"))
+    uncached = calibration.fit_squares(scan, CalibrationSpec("affine"), regions)
     assert len(reads) == (1 + 2 * calibration.REFITS) * len(regions)
     assert uncached.coefficients == cached.coefficients and uncached.inliers == cached.inliers
 
 
 def test_a_large_sample_is_thinned_to_what_the_cache_holds_and_read_once(monkeypatch):
-    import tilex.calibration as calibration
+    import tilex.calibration.fitting as calibration
 
     scan, _, _ = pigment_scan()
     regions = sample_regions(tuple(scan.shape), 1.0)
@@ -173,11 +173,7 @@ def test_a_large_sample_is_thinned_to_what_the_cache_holds_and_read_once(monkeyp
     monkeypatch.setattr(scan, "read_region", lambda *r: reads.append(r) or read_region(*r))
     thinned = fit_scan(scan, spec, regions)
     assert reads == regions[::stride]  # each kept square read once, in order, for all 10 passes
-    subset = regions[::stride]
-    origins = [(y0, x0) for y0, _, x0, _ in subset]
-    whole = calibration.fit(
-        calibration._ScanSquares(scan, subset), spec, origins=origins, shape=tuple(scan.shape)
-    )
+    whole = calibration.fit_squares(scan, spec, regions[::stride])
     assert thinned == whole and thinned.table == whole.table
 
 

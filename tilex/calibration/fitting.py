@@ -1,101 +1,36 @@
-"""Whole-scan calibration: what the visible image predicts for each band.
+"""The calibration's fit: robust least squares from mergeable sums over sampled squares.
 
-The visible image is sRGB-encoded colour; each band is linear reflectance on
-its own scale. Compared in absolute value, every coloured region differs.
-With a calibration each band ``i`` is compared with its prediction from the
-visible image instead:
-
-- the visible plane is decoded to linear light (the piecewise sRGB EOTF,
-  :func:`srgb_to_linear`) unless it is already linear (``visible="linear"``);
-- ``mode="affine"``: ``p_i = a_i . [R, G, B, 1]`` of linear RGB;
-  ``mode="gain"``: ``p_i = g_i * Y + c_i`` with ``Y`` the Rec. 709 luminance
-  of linear RGB (:data:`LINEAR_LUMA`), stored as the same 4 coefficients;
-  ``mode="flat"``: the affine model plus a quadratic surface over the scan,
-  ``q_i . [u, v, u^2, u v, v^2]`` with ``u, v`` the pixel's column and row
-  mapped to ``[-1, 1]`` over the whole scan (:func:`surface_terms`): each
-  band's own uneven illumination and vignetting, which no colour explains;
-  ``mode="colour"``: the flat model plus a colour table, ``t_i[cell(R, G, B)]``
-  with linear RGB cut into :data:`TABLE_CELLS` cells per channel: what a band
-  holds for each visible colour beyond the smooth model (a pigment that is
-  darker in the infrared than its colour says). A cell's value is the mean
-  residual of its pixels shrunk towards 0 by :data:`TABLE_SHRINK` pixels, so a
-  rare colour keeps the smooth model, and it is refitted without the pixels
-  far from it like the model (:data:`REFITS`). Hidden content is what differs
-  from the other pixels of the same visible colour;
-  ``mode="registered"``: the colour model plus ``d_i . [dR/dx, dG/dx, dB/dx,
-  dR/dy, dG/dy, dB/dy]``, the linear RGB's central differences
-  (:func:`gradient_terms`): to first order, a band registered a fraction of
-  a pixel off the visible image, which otherwise differs along every edge.
-  A prediction then needs one pixel around it (:attr:`Calibration.context`).
-
-The fit is least squares from float64 sums ``X^T X`` and ``X^T y`` of each
-sampled square (:func:`tilex.stats.sample_regions`, read straight from the
-scan: pointwise, so no halo and no encoder), kept per square and added up in
-the order of the squares, so the model is bit-identical whatever the tile
-size, the tile order or the grouping of squares into tasks
-(:meth:`FitSums.merge`).
-
-Robustness to the hidden content itself: :data:`REFITS` times, the pixels
-whose residual exceeds ``CUTOFF`` times a robust scale are dropped and the
-model refitted. The scale is ``1.4826 * median |r|`` (the normal-consistent
-median absolute residual), the median read from a mergeable histogram of
-``|r|`` (integer counts over float32 bit-pattern bins of relative width
-2**-7, so it too is independent of the order; the bin's upper edge is used).
-
-Examples
---------
->>> spec = CalibrationSpec(mode="gain")
->>> spec.enabled, spec.visible
-(True, 'srgb')
->>> CalibrationSpec(mode="rainbow")
-Traceback (most recent call last):
-...
-tilex.errors.PlanError: --calibrate must be one of none, gain, affine, flat, colour, registered, got 'rainbow'
+See :mod:`tilex.calibration` for the method and its exactness; the model it
+fits is :class:`tilex.calibration.Calibration`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from tilex.errors import PlanError
+from tilex.calibration.model import (
+    _SURFACE_MODES,
+    _TABLE_MODES,
+    CUTOFF,
+    LINEAR_LUMA,
+    REFITS,
+    TABLE_CELLS,
+    TABLE_SHRINK,
+    Calibration,
+    CalibrationSpec,
+    colour_cells,
+    gradient_terms,
+    srgb_to_linear,
+    surface_terms,
+)
 from tilex.grid import Region
 from tilex.stats import MAD_TO_SIGMA
 
-__all__ = [
-    "CACHE_BYTES",
-    "CALIBRATION_MODES",
-    "CUTOFF",
-    "LINEAR_LUMA",
-    "REFITS",
-    "TABLE_CELLS",
-    "TABLE_SHRINK",
-    "VISIBLE_ENCODINGS",
-    "Calibration",
-    "CalibrationSpec",
-    "FitSums",
-    "fit",
-    "fit_scan",
-    "srgb_to_linear",
-    "colour_cells",
-    "fit_stride",
-    "gradient_terms",
-    "surface_terms",
-]
-
-CALIBRATION_MODES = ("none", "gain", "affine", "flat", "colour", "registered")
-_SURFACE_MODES = ("flat", "colour", "registered")  # with the lighting surface (the scan's shape)
-_TABLE_MODES = ("colour", "registered")  # with the colour table
-VISIBLE_ENCODINGS = ("srgb", "linear")
-LINEAR_LUMA: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
-"""Rec. 709 luminance weights of *linear* red, green and blue (the gain model's ``Y``)."""
-
-REFITS = 2
-"""Robust refits after the first plain fit."""
+__all__ = ["CACHE_BYTES", "FitSums", "fit", "fit_scan", "fit_squares", "fit_stride"]
 
 CACHE_BYTES = 256 << 20
 """The fit keeps the squares' features up to this size between its passes, as float32 where
@@ -103,126 +38,8 @@ that is exact (68 bytes a pixel for the colour model of 8 bands: about 3.9 Mpx).
 over an evenly spaced subset of the statistics' squares that fits in it
 (:func:`fit_scan`), so each square is read and decoded once, whatever the scan's size."""
 
-CUTOFF = 3.0
-"""Pixels with ``|r| > CUTOFF * 1.4826 * median |r|`` are dropped before a refit."""
-
-TABLE_CELLS = 12
-"""Cells of the colour table per linear channel (``TABLE_CELLS ** 3`` colours)."""
-
-TABLE_SHRINK = 20.0
-"""A cell's value is ``sum(r) / (count + TABLE_SHRINK)``: a colour seen on few pixels adds little."""
-
 _SHIFT = 16  # |r| histogram: bits(float32) >> 16, 2**15 bins of relative width 2**-7
 _NBINS = 1 << 15
-
-
-@dataclass(frozen=True)
-class CalibrationSpec:
-    """Whether and how bands are predicted from the visible image (``--calibrate``)."""
-
-    mode: str = "registered"
-    visible: str = "srgb"
-
-    def __post_init__(self) -> None:
-        for name, option, choices in (
-            ("mode", "--calibrate", CALIBRATION_MODES),
-            ("visible", "--visible-encoding", VISIBLE_ENCODINGS),
-        ):
-            value = getattr(self, name)
-            if str(value) not in choices:
-                raise PlanError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
-            object.__setattr__(self, name, str(value))
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "none"
-
-    @property
-    def context(self) -> int:
-        """Pixels around a pixel its prediction reads: the exact halo grows by this much."""
-        return 1 if self.mode == "registered" else 0
-
-
-def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
-    """Linear light (float32) of sRGB-encoded values in [0, 1] (IEC 61966-2-1 EOTF).
-
-    Computed in float64 and rounded once, so every pixel gets the same bits
-    wherever it lies in the array.
-
-    Examples
-    --------
-    >>> srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0], np.float32)).round(6)
-    array([0.      , 0.003131, 0.214041, 1.      ], dtype=float32)
-    """
-    x = np.asarray(rgb, np.float64)
-    low = x / 12.92
-    high = ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4
-    return np.where(x <= 0.04045, low, high).astype(np.float32)
-
-
-def surface_terms(
-    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, ...]:
-    """``u, v, u^2, u v, v^2`` (float32) of pixels at scan ``rows`` and ``cols`` (equal shapes).
-
-    ``u = (2 col + 1) / W - 1`` and ``v = (2 row + 1) / H - 1``: pixel centres
-    mapped to ``[-1, 1]`` over the whole ``H x W`` scan, each rounded once from
-    float64 and multiplied in float32, so a pixel's terms do not depend on the
-    region it is read in.
-
-    Examples
-    --------
-    >>> u, v, uu, uv, vv = surface_terms(np.array([0, 1]), np.array([0, 3]), (2, 4))
-    >>> u.tolist(), v.tolist(), uv.tolist()
-    ([-0.75, 0.75], [-0.5, 0.5], [0.375, 0.375])
-    """
-    height, width = shape
-    u = ((2.0 * np.asarray(cols, np.float64) + 1.0) / width - 1.0).astype(np.float32)
-    v = ((2.0 * np.asarray(rows, np.float64) + 1.0) / height - 1.0).astype(np.float32)
-    return u, v, u * u, u * v, v * v
-
-
-def colour_cells(rgb: np.ndarray) -> np.ndarray:
-    """The colour-table cell (int64 ``[...]``) of linear ``rgb [3, ...]``.
-
-    Examples
-    --------
-    >>> colour_cells(np.array([[0.0, 1.0], [0.0, 1.0], [0.5, 1.0]], np.float32)).tolist()
-    [6, 1727]
-    """
-    index = np.clip(np.floor(np.asarray(rgb, np.float64) * TABLE_CELLS), 0, TABLE_CELLS - 1)
-    index = index.astype(np.int64)
-    return (index[0] * TABLE_CELLS + index[1]) * TABLE_CELLS + index[2]
-
-
-def gradient_terms(rgb: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``dR/dx, dG/dx, dB/dx, dR/dy, dG/dy, dB/dy`` (float32 ``[h, w]``) of linear ``rgb [3, h, w]``.
-
-    Central differences ``(f[k + 1] - f[k - 1]) / 2`` inside the array,
-    one-sided differences on its border (0 across a side of one pixel): a
-    pixel's terms depend on its 4 neighbours only, so they equal the whole
-    scan's wherever the region holds those neighbours.
-
-    Examples
-    --------
-    >>> ramp = np.broadcast_to(np.arange(4, dtype=np.float32), (3, 2, 4))
-    >>> [t[0].tolist() for t in gradient_terms(ramp)[::3]]
-    [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]
-    """
-    rgb = np.asarray(rgb, np.float32)
-    dx = _differences(rgb)
-    dy = np.swapaxes(_differences(np.swapaxes(rgb, 1, 2)), 1, 2)
-    return (dx[0], dx[1], dx[2], dy[0], dy[1], dy[2])
-
-
-def _differences(a: np.ndarray) -> np.ndarray:
-    """Central differences along the last axis, one-sided at its ends (float32)."""
-    d = np.zeros_like(a)
-    if a.shape[-1] > 1:
-        d[..., 1:-1] = (a[..., 2:] - a[..., :-2]) * np.float32(0.5)
-        d[..., 0] = a[..., 1] - a[..., 0]
-        d[..., -1] = a[..., -1] - a[..., -2]
-    return d
 
 
 def _features(
@@ -250,140 +67,6 @@ def _features(
             terms = np.concatenate([terms, shifts.reshape(6, -1).astype(np.float64)])
         return np.concatenate([rgb, ones, terms])
     return np.concatenate([rgb, ones])
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A fitted model: ``p_i = c_i0 R + c_i1 G + c_i2 B + c_i3`` of linear RGB, per band.
-
-    ``coefficients`` is a tuple of 4-tuples (for ``mode="gain"``, the gain
-    times :data:`LINEAR_LUMA` and the offset), of 9-tuples for ``mode="flat"``
-    (then ``+ c_i4 u + c_i5 v + c_i6 u^2 + c_i7 u v + c_i8 v^2``, see
-    :func:`surface_terms`, over a scan of ``shape``); ``linearised`` says
-    whether the visible plane is decoded from sRGB first.
-
-    Examples
-    --------
-    >>> cal = Calibration("affine", True, ((0.0, 0.0, 0.0, 0.5),))
-    >>> cal.predict(np.zeros((3, 1, 2), np.float32))
-    array([[[0.5, 0.5]]], dtype=float32)
-    >>> Calibration.from_dict(cal.to_dict()) == cal
-    True
-    """
-
-    mode: str
-    linearised: bool
-    coefficients: tuple[tuple[float, ...], ...]
-    inliers: tuple[int, ...] = field(default=(), compare=False)
-    shape: tuple[int, int] | None = None  # the scan's, for the flat model's surface
-    table: tuple[tuple[float, ...], ...] | None = None  # [N][TABLE_CELLS ** 3], mode "colour"
-
-    @cached_property
-    def _table(self) -> np.ndarray | None:
-        return None if self.table is None else np.array(self.table, np.float32)
-
-    @property
-    def n_bands(self) -> int:
-        return len(self.coefficients)
-
-    @property
-    def spatial(self) -> bool:
-        """Whether a prediction needs the pixels' places in the scan (flat and colour)."""
-        return self.mode in _SURFACE_MODES
-
-    @property
-    def context(self) -> int:
-        """Pixels around a pixel its prediction reads (1 for the registered model's gradients)."""
-        return 1 if self.mode == "registered" else 0
-
-    def predict(
-        self, visible: np.ndarray, places: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> np.ndarray:
-        """The predicted bands ``[N, h, w]`` float32 of a visible ``[3, h, w]`` region.
-
-        ``places`` (the flat model only): the scan row and column of every
-        pixel, two integer arrays ``[h, w]``; omitted, the region is the
-        whole scan. Pointwise, in a fixed order of
-        float32 operations: a pixel's prediction does not depend on the
-        region it is read in.
-        """
-        rgb = srgb_to_linear(visible) if self.linearised else np.asarray(visible, np.float32)
-        terms: tuple[np.ndarray, ...] = ()
-        if self.spatial:
-            if places is None and self.shape == tuple(rgb.shape[1:]):
-                places = tuple(np.mgrid[: rgb.shape[1], : rgb.shape[2]])  # type: ignore[assignment]
-            if places is None or self.shape is None:
-                raise ValueError(
-                    "the flat calibration predicts from the pixels' places in the scan"
-                )
-            terms = surface_terms(*places, self.shape)
-            if self.mode == "registered":
-                terms = (*terms, *gradient_terms(rgb))
-        out = np.empty((self.n_bands, *rgb.shape[1:]), np.float32)
-        for i, (r, g, b, c, *surface) in enumerate(self.coefficients):
-            p = np.float32(r) * rgb[0]
-            p += np.float32(g) * rgb[1]
-            p += np.float32(b) * rgb[2]
-            p += np.float32(c)
-            for q, term in zip(surface, terms, strict=True):
-                p += np.float32(q) * term
-            out[i] = p
-        if self._table is not None:
-            cells = colour_cells(rgb)
-            for i in range(self.n_bands):
-                out[i] += self._table[i][cells]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "linearised": self.linearised,
-            "coefficients": [list(c) for c in self.coefficients],
-            "inliers": list(self.inliers),
-            "refits": REFITS,
-            "cutoff": CUTOFF,
-            **({"shape": list(self.shape)} if self.shape is not None else {}),
-            **({"table": _sparse(self.table)} if self.table is not None else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> Calibration:
-        shape = record.get("shape")
-        return cls(
-            str(record["mode"]),
-            bool(record["linearised"]),
-            tuple(tuple(float(v) for v in c) for c in record["coefficients"]),
-            tuple(int(n) for n in record.get("inliers", ())),
-            None if shape is None else (int(shape[0]), int(shape[1])),
-            _dense(record["table"]) if record.get("table") else None,
-        )
-
-
-def _sparse(table: tuple[tuple[float, ...], ...]) -> dict[str, Any]:
-    """The colour table for ``tilex.json``: each band's nonzero ``[cell, value]`` pairs."""
-    return {
-        "cells_per_channel": TABLE_CELLS,
-        "shrink": TABLE_SHRINK,
-        "values": [[[k, v] for k, v in enumerate(band) if v != 0.0] for band in table],
-    }
-
-
-def _dense(record: dict[str, Any]) -> tuple[tuple[float, ...], ...]:
-    if int(record["cells_per_channel"]) != TABLE_CELLS:
-        raise ValueError(
-            f"a colour table of {record['cells_per_channel']} cells per channel; "
-            f"this tilex uses {TABLE_CELLS}"
-        )
-    bands = []
-    for pairs in record["values"]:
-        band = [0.0] * TABLE_CELLS**3
-        for k, v in pairs:
-            band[int(k)] = float(v)
-        bands.append(tuple(band))
-    return tuple(bands)
-
-
-# --------------------------------------------------------------------------- the fit
 
 
 @dataclass
@@ -660,7 +343,15 @@ def fit_scan(
     features fit in :data:`CACHE_BYTES` (a subset fixed by the regions alone,
     so the model does not depend on the tiling or the workers).
     """
-    regions = regions[:: fit_stride(regions, spec, scan.n_bands)]
+    return fit_squares(
+        scan, spec, regions[:: fit_stride(regions, spec, scan.n_bands)], groups=groups
+    )
+
+
+def fit_squares(
+    scan: Any, spec: CalibrationSpec, regions: Sequence[Region], *, groups: int = 1
+) -> Calibration:
+    """Fit ``spec``'s model over exactly these ``regions`` of ``scan``, read on demand."""
     origins = [(y0, x0) for y0, _, x0, _ in regions]
     shape = (int(scan.shape[0]), int(scan.shape[1]))
-    return fit(_ScanSquares(scan, regions), spec, groups=groups, origins=origins, shape=shape)
+    return fit(_ScanSquares(scan, list(regions)), spec, groups=groups, origins=origins, shape=shape)

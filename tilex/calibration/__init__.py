@@ -1,0 +1,100 @@
+"""Whole-scan calibration: what the visible image predicts for each band.
+
+The visible image is sRGB-encoded colour; each band is linear reflectance on
+its own scale. Compared in absolute value, every coloured region differs.
+With a calibration each band ``i`` is compared with its prediction from the
+visible image instead:
+
+- the visible plane is decoded to linear light (the piecewise sRGB EOTF,
+  :func:`srgb_to_linear`) unless it is already linear (``visible="linear"``);
+- ``mode="affine"``: ``p_i = a_i . [R, G, B, 1]`` of linear RGB;
+  ``mode="gain"``: ``p_i = g_i * Y + c_i`` with ``Y`` the Rec. 709 luminance
+  of linear RGB (:data:`LINEAR_LUMA`), stored as the same 4 coefficients;
+  ``mode="flat"``: the affine model plus a quadratic surface over the scan,
+  ``q_i . [u, v, u^2, u v, v^2]`` with ``u, v`` the pixel's column and row
+  mapped to ``[-1, 1]`` over the whole scan (:func:`surface_terms`): each
+  band's own uneven illumination and vignetting, which no colour explains;
+  ``mode="colour"``: the flat model plus a colour table, ``t_i[cell(R, G, B)]``
+  with linear RGB cut into :data:`TABLE_CELLS` cells per channel: what a band
+  holds for each visible colour beyond the smooth model (a pigment that is
+  darker in the infrared than its colour says). A cell's value is the mean
+  residual of its pixels shrunk towards 0 by :data:`TABLE_SHRINK` pixels, so a
+  rare colour keeps the smooth model, and it is refitted without the pixels
+  far from it like the model (:data:`REFITS`). Hidden content is what differs
+  from the other pixels of the same visible colour;
+  ``mode="registered"``: the colour model plus ``d_i . [dR/dx, dG/dx, dB/dx,
+  dR/dy, dG/dy, dB/dy]``, the linear RGB's central differences
+  (:func:`gradient_terms`): to first order, a band registered a fraction of
+  a pixel off the visible image, which otherwise differs along every edge.
+  A prediction then needs one pixel around it (:attr:`Calibration.context`).
+
+The fit is least squares from float64 sums ``X^T X`` and ``X^T y`` of each
+sampled square (:func:`tilex.stats.sample_regions`, read straight from the
+scan: pointwise, so no halo and no encoder), kept per square and added up in
+the order of the squares, so the model is bit-identical whatever the tile
+size, the tile order or the grouping of squares into tasks
+(:meth:`FitSums.merge`).
+
+Robustness to the hidden content itself: :data:`REFITS` times, the pixels
+whose residual exceeds ``CUTOFF`` times a robust scale are dropped and the
+model refitted. The scale is ``1.4826 * median |r|`` (the normal-consistent
+median absolute residual), the median read from a mergeable histogram of
+``|r|`` (integer counts over float32 bit-pattern bins of relative width
+2**-7, so it too is independent of the order; the bin's upper edge is used).
+
+Examples
+--------
+>>> spec = CalibrationSpec(mode="gain")
+>>> spec.enabled, spec.visible
+(True, 'srgb')
+>>> CalibrationSpec(mode="rainbow")
+Traceback (most recent call last):
+...
+tilex.errors.PlanError: --calibrate must be one of none, gain, affine, flat, colour, registered, got 'rainbow'
+"""
+
+from tilex.calibration.fitting import (
+    CACHE_BYTES,
+    FitSums,
+    fit,
+    fit_scan,
+    fit_squares,
+    fit_stride,
+)
+from tilex.calibration.model import (
+    CALIBRATION_MODES,
+    CUTOFF,
+    LINEAR_LUMA,
+    REFITS,
+    TABLE_CELLS,
+    TABLE_SHRINK,
+    VISIBLE_ENCODINGS,
+    Calibration,
+    CalibrationSpec,
+    colour_cells,
+    gradient_terms,
+    srgb_to_linear,
+    surface_terms,
+)
+
+__all__ = [
+    "CACHE_BYTES",
+    "CALIBRATION_MODES",
+    "CUTOFF",
+    "LINEAR_LUMA",
+    "REFITS",
+    "TABLE_CELLS",
+    "TABLE_SHRINK",
+    "VISIBLE_ENCODINGS",
+    "Calibration",
+    "CalibrationSpec",
+    "FitSums",
+    "colour_cells",
+    "fit",
+    "fit_scan",
+    "fit_squares",
+    "fit_stride",
+    "gradient_terms",
+    "srgb_to_linear",
+    "surface_terms",
+]
