@@ -357,7 +357,7 @@ class Found:
     ) -> Found:
         """The summary of one region's ``score`` and ``winner`` maps (and its ``evidence``)."""
         winner = np.asarray(winner)
-        winners = np.bincount(winner.ravel().astype(np.intp), minlength=n_bands + 1)
+        winners = np.bincount(winner.ravel(), minlength=n_bands + 1)
         flagged = np.asarray(score).reshape(winner.shape)[winner > 0]  # score: [h, w] or [1, h, w]
         counts, _ = np.histogram(flagged, bins=SCORE_BINS, range=(0.0, 1.0))
         spread: tuple[int, ...] = ()
