@@ -153,6 +153,34 @@ def test_a_killed_batch_resumes_to_a_clean_batchs_bytes(scans, tmp_path, chunk_h
         assert chunk_hashes(killed / name) == chunk_hashes(clean / name), name
 
 
+def test_the_next_scans_model_is_fitted_while_one_runs_and_changes_no_byte(
+    scans, tmp_path, chunk_hashes, monkeypatch
+):
+    import threading
+
+    import tilex.calibration
+
+    fitted_on = []
+    fit_scan = tilex.calibration.fit_scan
+
+    def watched(scan, *args, **kwargs):
+        fitted_on.append((tuple(scan.shape), threading.current_thread().name))
+        return fit_scan(scan, *args, **kwargs)
+
+    sources = [scans["front"], scans["panel"], scans["back"]]
+    tilex.run(scans["back"], tmp_path / "campaign" / "back", **OPTIONS)  # complete: not refitted
+    monkeypatch.setattr(tilex.calibration, "fit_scan", watched)
+    assert tilex.batch(sources, tmp_path / "campaign", **OPTIONS).ok
+    # front's own run fits its model; panel's is fitted on the thread ahead while front runs
+    assert sorted(fitted_on) == [((96, 128), "MainThread"), ((128, 128), "tilex-ahead")]
+    for name in ("front", "panel"):
+        alone = tmp_path / "alone" / name
+        tilex.run(scans[name], alone, **OPTIONS)
+        batched = tmp_path / "campaign" / name
+        assert chunk_hashes(batched) == chunk_hashes(alone), name
+        assert manifest(batched)["calibration"] == manifest(alone)["calibration"], name
+
+
 def test_a_changed_option_is_reported_for_each_scan_not_recomputed(scans, tmp_path):
     outdir = tmp_path / "campaign"
     assert tilex.batch([scans["detail"]], outdir, **OPTIONS).ok

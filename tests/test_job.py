@@ -85,3 +85,19 @@ def test_the_library_leaves_the_allocator_alone(scan, monkeypatch):
     monkeypatch.setattr(tilex.device, "tune_host_allocator", lambda: called.append(True))
     tilex.run(scan, None, device="cpu", norm="pixel", tile=64)
     assert not called
+
+
+def test_a_model_fitted_ahead_gives_the_run_it_would_fit_and_a_wrong_one_is_refused(scan, tmp_path):
+    from tilex.job import fit_calibration
+
+    plan = RunPlan.from_options(device="cpu", tile=48)
+    fitted = fit_calibration(scan, plan)
+    ahead = tilex.run(scan, None, plan, fitted=fitted).sink
+    itself = tilex.run(scan, None, plan).sink
+    for name in ("winner", "score", "evidence"):
+        np.testing.assert_array_equal(getattr(ahead, name), getattr(itself, name))
+    other = fit_calibration(scan, plan.with_options(calibrate="affine"))
+    out = tmp_path / "OUT"
+    with pytest.raises(ValueError, match="fitted ahead .*affine.* not what --calibrate registered"):
+        tilex.run(scan, out, plan, fitted=other)
+    assert not (out / "tilex.json").exists()

@@ -32,7 +32,7 @@ from tilex.plan import DEFAULT_TILE, RunPlan, describe
 from tilex.sink import MemorySink, Prepared, ResumableSink, RunInfo, Sink
 from tilex.stats import BandStats, Found
 
-__all__ = ["RunReport", "run"]
+__all__ = ["RunReport", "fit_calibration", "run"]
 
 log = logging.getLogger("tilex")
 
@@ -85,6 +85,7 @@ def run(
     plan: RunPlan | None = None,
     *,
     progress: Progress | None = None,
+    fitted: Any = None,
     **overrides: Any,
 ) -> RunReport:
     """Find what differs between the visible image and the bands of ``scan``.
@@ -105,6 +106,13 @@ def run(
     progress
         Callback ``progress(stage, done_pixels, total_pixels)``; stages
         ``"stats"`` and ``"tiles"``.
+    fitted
+        The :class:`~tilex.calibration.Calibration` that
+        :func:`fit_calibration` returned for this scan and plan, fitted
+        ahead (``tilex batch`` fits the next scan's while one runs); used
+        where the run would fit one, ignored where it reads a saved model
+        (``stats_from``, or resuming an output that saved one). ``None``: the
+        run fits it.
     **overrides
         Options by their flat names, applied over ``plan``
         (:meth:`RunPlan.with_options <tilex.plan.RunPlan.with_options>`):
@@ -151,7 +159,7 @@ def run(
         backend = resolve_device(plan.device.device, precision=plan.device.precision)
         encoder = build_encoder(plan.weights, backend)
         plan = _resolve(plan, backend, encoder, tuple(scan.shape), scan.n_bands, sink.write_unit)
-        calibration = _calibrate(scan, plan, out_path)
+        calibration = _calibrate(scan, plan, out_path, fitted)
         engine = Engine(
             scan,
             encoder,
@@ -271,15 +279,45 @@ def _resolve(
     return plan
 
 
-def _calibrate(scan: Any, plan: RunPlan, out: Path | None = None) -> Any:
+def fit_calibration(scan: Any, plan: RunPlan) -> Any:
+    """The :class:`~tilex.calibration.Calibration` a fresh run of ``plan`` fits for ``scan``.
+
+    Fitted over the statistics' sampled squares, read straight from the scan
+    (NumPy, deterministic: the same scan and plan give the same model, on any
+    thread). :func:`run` calls it where it fits a model; ``tilex batch`` calls
+    it for the next scan while the current one runs and hands the model to
+    :func:`run` as ``fitted``.
+
+    Raises
+    ------
+    tilex.errors.ScanError
+        Reading a square failed (the message says ``calibration:`` and names the file).
+    """
+    from tilex.calibration import fit_scan
+
+    try:
+        return fit_scan(scan, plan.calibration, _calibration_regions(scan, plan))
+    except ScanError as err:  # the reader names the file, rows and columns; say which stage
+        err.args = (f"calibration: {err}",) + err.args[1:]
+        raise
+
+
+def _calibration_regions(scan: Any, plan: RunPlan) -> list[Any]:
+    from tilex.stats import sample_regions
+
+    shape = tuple(scan.shape)
+    return sample_regions(shape, plan.statistics.fraction_for(shape), plan.statistics.block)
+
+
+def _calibrate(scan: Any, plan: RunPlan, out: Path | None = None, fitted: Any = None) -> Any:
     """The fitted :class:`~tilex.calibration.Calibration` (``None`` with ``--calibrate none``).
 
-    Fitted over the statistics' sampled squares, read straight from the scan;
-    with ``--stats-from``, the model saved beside those statistics (they were
-    measured on its comparisons, so the two travel together); resuming
-    ``out``, the model its first run saved (the fit is deterministic, so it is
-    the model a refit would give; a changed input is refused by the resume
-    guard all the same).
+    Fitted over the statistics' sampled squares (:func:`fit_calibration`), or
+    ``fitted`` ahead by the caller; with ``--stats-from``, the model saved
+    beside those statistics (they were measured on its comparisons, so the
+    two travel together); resuming ``out``, the model its first run saved (the
+    fit is deterministic, so it is the model a refit would give; a changed
+    input is refused by the resume guard all the same).
     """
     if plan.stats_from is not None:
         return _reused_calibration(plan, scan.n_bands, tuple(scan.shape))
@@ -289,24 +327,36 @@ def _calibrate(scan: Any, plan: RunPlan, out: Path | None = None) -> Any:
     if saved is not None:
         log.info("calibration (%s) read from %s", plan.calibration.mode, out)
         return saved
-    from tilex.calibration import fit_scan
-    from tilex.stats import sample_regions
-
+    if fitted is not None:
+        _check_fitted(fitted, plan, scan)
+        log.info("calibration (%s) fitted ahead of the run", plan.calibration.mode)
+        return fitted
     start = time.perf_counter()
-    shape = tuple(scan.shape)
-    regions = sample_regions(shape, plan.statistics.fraction_for(shape), plan.statistics.block)
-    try:
-        calibration = fit_scan(scan, plan.calibration, regions)
-    except ScanError as err:  # the reader names the file, rows and columns; say which stage
-        err.args = (f"calibration: {err}",) + err.args[1:]
-        raise
+    calibration = fit_calibration(scan, plan)
     log.info(
         "calibration (%s) fitted over %d squares in %.1f s",
         plan.calibration.mode,
-        len(regions),
+        len(_calibration_regions(scan, plan)),
         time.perf_counter() - start,
     )
     return calibration
+
+
+def _check_fitted(fitted: Any, plan: RunPlan, scan: Any) -> None:
+    """Refuse a model fitted ahead that :func:`fit_calibration` could not give for this scan and plan."""
+    spec, shape = plan.calibration, tuple(scan.shape)
+    if (
+        fitted.mode != spec.mode
+        or fitted.n_bands != scan.n_bands
+        or fitted.linearised != (spec.visible == "srgb")
+        or (fitted.spatial and tuple(fitted.shape) != shape)
+    ):
+        raise ValueError(
+            f"the calibration fitted ahead ({fitted.mode}, {fitted.n_bands} bands, "
+            f"linearised={fitted.linearised}, scan shape {fitted.shape}) is not what "
+            f"--calibrate {spec.mode} --visible-encoding {spec.visible} fits for this "
+            f"{shape[0]}x{shape[1]} scan of {scan.n_bands} bands"
+        )
 
 
 def _resumed_calibration(

@@ -8,6 +8,7 @@ One module per concept:
   :class:`ScanJob` values (the naming rule);
 - :mod:`tilex.campaign.runner`: :func:`batch`, the scans one after another in
   one warm process, resumed or skipped, failures recorded;
+- :mod:`tilex.campaign.ahead`: the next scan's calibration, fitted while one runs;
 - :mod:`tilex.campaign.cluster`: the same on a dask cluster;
 - :mod:`tilex.campaign.record`: ``OUTDIR/batch.json`` and the summary table;
 - :mod:`tilex.campaign.sheet`: the contact sheet of every scan's preview.
