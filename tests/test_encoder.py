@@ -16,6 +16,7 @@ from tilex.encoder import (
     default_network,
     fold_batchnorm,
     load_network,
+    prune_channels,
     receptive_radius,
     save_weights,
     weights_sha256,
@@ -114,6 +115,42 @@ def test_folded_equals_unfolded(random_network):
         torch.testing.assert_close(
             folded.encode(vis, bands)[0], net.encode_visible(vis[None])[0], atol=1e-5, rtol=0
         )
+
+
+def test_pruning_drops_only_channels_that_cannot_change_the_output(random_network):
+    designed = fold_batchnorm(default_network().cnn)
+    pruned = prune_channels(designed)
+    assert [c.out_channels for c in pruned.convs()] == [2, 2, 2, 1]
+    assert [c.kernel_size for c in pruned.convs()] == [c.kernel_size for c in designed.convs()]
+    dense = fold_batchnorm(random_network(5).cnn)  # trained-like weights: nothing to drop
+    assert [c.out_channels for c in prune_channels(dense).convs()] == [16, 32, 32, 1]
+    # a dead conv1 channel (no weight, no bias) leaves the conv2 channel reading only it dead
+    # too; a conv3 channel nobody reads goes; a bias-only channel stays (padding sees it)
+    with torch.no_grad():
+        dense.conv1.weight[3] = 0
+        dense.conv1.bias[3] = 0
+        dense.conv2.weight[7] = 0
+        dense.conv2.weight[7, 3] = 0.5
+        dense.conv2.bias[7] = 0
+        dense.conv2.weight[9] = 0  # bias only
+        dense.conv_out.weight[0, 11] = 0
+    cut = prune_channels(dense)
+    assert [c.out_channels for c in cut.convs()] == [15, 31, 31, 1]
+    x = rand(3, 1, 37, 41, seed=8)
+    for net, small in ((designed, pruned), (dense, cut)):
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), net(x), atol=1e-6, rtol=0)
+    # what the engine runs: the default encoder's halo is the architecture's, memory
+    # format either way, features within float32 rounding of the unpruned path's
+    vis, bands = rand(3, 40, 36, seed=9), rand(4, 40, 36, seed=10)
+    for channels_last in (False, True):
+        enc = build_encoder(channels_last=channels_last)
+        assert enc.radius == 6 and [c.out_channels for c in enc.band_path.convs()] == [2, 2, 2, 1]
+        g, b = enc.encode(vis, bands)
+        with torch.no_grad():
+            torch.testing.assert_close(b[:, 0], designed(bands[:, None])[:, 0], atol=1e-6, rtol=0)
+            full = designed(default_network().conv(vis[None]))[0]
+        torch.testing.assert_close(g, full, atol=1e-6, rtol=0)
 
 
 def test_encode_shapes_chunks_and_memory_format(random_network):

@@ -1,10 +1,21 @@
 """Golden outputs: every array chunk of `tilex run` keeps the bytes it had before the redesign.
 
 ``golden_hashes.json`` beside this file holds, for each case, the sha256 of
-every decoded chunk of every level of every image. It was recorded at commit
-6b9dc85 (before the redesign of issue 12) by running this file as a script::
+every decoded chunk of every level of every image, recorded by running this
+file as a script::
 
     python tests/test_golden.py --record
+
+First recorded at commit 6b9dc85 (before the redesign of issue 12), which
+every later change kept byte for byte, the images added since (evidence,
+visible) aside. Recorded again, all images, when the encoder began to drop
+the designed weights' dead channels (:func:`tilex.encoder.network.prune_channels`,
+12x faster here): in ``channels_last`` oneDNN rounds the narrow layers'
+sums differently, so in the ``band`` case the visible features moved by
+one float32 step at some pixels: the ``score`` and ``dissimilarity``
+chunks by at most 4.6e-6, 3 overlay values of 276,480 by one level, while
+every ``collage`` and ``winner`` chunk and the whole ``pixel`` case kept
+their bytes.
 
 Cases: whole-scan band statistics (keeping the per-band maps), pixel
 normalisation, feathered tiles; a run SIGKILLed midway and resumed, and a run
@@ -52,17 +63,8 @@ def scan(tmp_path_factory) -> Path:
     return make_scan(tmp_path_factory.mktemp("golden"))
 
 
-NEWER_IMAGES = ("evidence/", "visible/")
-"""Images added after the recording (the score before the threshold and the visible image in
-colour, issue 13): not pinned here."""
-
-
 def assert_golden(found: dict[str, str], expected: dict[str, str], case: str) -> None:
-    newer = {key for key in found if key.startswith(NEWER_IMAGES)}
-    assert newer, f"{case}: the output lacks the images added since the recording"
-    assert sorted(set(found) - newer) == sorted(expected), (
-        f"{case}: other chunks than the golden run"
-    )
+    assert sorted(found) == sorted(expected), f"{case}: other chunks than the golden run"
     changed = [key for key in expected if found[key] != expected[key]]
     assert not changed, f"{case}: {len(changed)} chunks changed, first {changed[:5]}"
 
@@ -92,7 +94,7 @@ def test_a_two_worker_cluster_keeps_the_golden_bytes(scan, golden, tmp_path, chu
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     import tempfile
 
-    from conftest import _chunk_hashes as chunk_hashes  # run as a script: tests/ is on sys.path
+    from tilex.omezarr import chunk_digests as chunk_hashes
 
     with tempfile.TemporaryDirectory() as tmp:
         scan_path = make_scan(Path(tmp))

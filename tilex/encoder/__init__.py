@@ -24,6 +24,7 @@ from tilex.encoder.network import (
     conv_radius,
     default_network,
     fold_batchnorm,
+    prune_channels,
     receptive_radius,
 )
 from tilex.encoder.runtime import Encoder, build_encoder
@@ -40,6 +41,7 @@ __all__ = [
     "default_network",
     "fold_batchnorm",
     "load_network",
+    "prune_channels",
     "receptive_radius",
     "save_weights",
     "weights_sha256",

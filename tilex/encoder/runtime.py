@@ -22,7 +22,13 @@ from torch import nn
 
 from tilex.colour import LUMA
 from tilex.device import Backend, resolve_device
-from tilex.encoder.network import SiameseNetwork, conv_radius, fold_batchnorm, receptive_radius
+from tilex.encoder.network import (
+    SiameseNetwork,
+    conv_radius,
+    fold_batchnorm,
+    prune_channels,
+    receptive_radius,
+)
 from tilex.encoder.weights import load_network, weights_sha256
 
 __all__ = ["Encoder", "build_encoder"]
@@ -288,7 +294,7 @@ def build_encoder(
     if isinstance(network, SiameseNetwork):
         if visible_adapter is not None:
             raise ValueError("a SiameseNetwork has its own visible adapter (conv)")
-        band_path = fold_batchnorm(network.cnn) if fold else network.cnn
+        band_path = prune_channels(fold_batchnorm(network.cnn)) if fold else network.cnn
         visible_path = nn.Sequential(network.conv, band_path)
         band_r, visible_r = conv_radius(network.cnn), conv_radius(network)
         channels = 1
