@@ -28,23 +28,19 @@ run would fit one afresh; its run then takes that model (the fit is
 deterministic: the same model, the same bytes, tested). The rest of a scan
 starts when the previous one has returned.
 
-Where a small scan's time goes, measured in one warm process on the 2-core
-CPU development machine while another CPU-bound job shared it (512x512,
-8 bands, the defaults; runs 2 and 3 of three, 14.3 s each): statistics
-pass 7.9 s (a scan of at most 64 squares is measured whole, in 64 px
-squares read with their 7 px halo, 1.4x its pixels, its 28 edge squares
-encoded one by one), main pass 4.7 s, calibration fit 1.7 s (NumPy on one
-core). The encoder is 11.7 s of it (82 %), the fit 12 %, and everything
-else 0.9 s (the statistics' histograms 0.35 s, closing the output with its
-pyramids 0.2 s, the predictions, opening, layout, ``tilex.json``,
-fsyncs). The statistics cannot reuse the main pass's encodes: convolutions
-of another input shape round differently, and the statistics are saved in
-the output. So a batch saves each scan its process start (2.3 s) and
-little else. Fitting the next model ahead can only use cycles the current
-scan leaves idle: with both cores busy it measured no gain (4 scans, two
-interleaved rounds in one process: 15.15 s a scan with it, 14.95 s
-without); it is meant for GPU runs, where a small scan's fit is most of its
-time (not measured yet). The tail of a scan (after its last tile: the
+Where a small scan's time went before the encoder dropped the designed
+weights' dead channels (one warm process on the 2-core development machine,
+shared with another CPU-bound job; 512x512, 8 bands, the defaults; 14.3 s a
+scan): statistics pass 7.9 s, main pass 4.7 s, calibration fit 1.7 s (NumPy
+on one core), the encoder 82 % of it all. With the pruned encoder a small
+scan takes about 2 s in a warm batch (``benchmarks/bench_batch.py``: 20 of
+512x512 in 41.7 s, against 118.0 s as separate processes). The statistics
+cannot reuse the main pass's encodes: convolutions of another input shape
+round differently, and the statistics are saved in the output. Fitting the
+next model ahead uses the cycles the current scan leaves idle (its writes
+and single-threaded stages); with the full encoder and both cores busy it
+measured no gain (15.15 s a scan with it, 14.95 s without), and it has not
+been measured apart since the pruning. The tail of a scan (after its last tile: the
 pyramid and the close) is 0.2 s of a 512x512 scan, 1.1 s of 48 s for
 2048x2048; the next scan's statistics pass could overlap it on a GPU, but
 that needs :func:`tilex.run` split into its phases (not done).
