@@ -98,6 +98,9 @@ def test_a_model_fitted_ahead_gives_the_run_it_would_fit_and_a_wrong_one_is_refu
         np.testing.assert_array_equal(getattr(ahead, name), getattr(itself, name))
     other = fit_calibration(scan, plan.with_options(calibrate="affine"))
     out = tmp_path / "OUT"
-    with pytest.raises(ValueError, match="fitted ahead .*affine.* not what --calibrate registered"):
+    with pytest.raises(
+        ValueError,
+        match="fitted ahead does not fit this run: it is --calibrate affine; this run has --calibrate registered",
+    ):
         tilex.run(scan, out, plan, fitted=other)
     assert not (out / "tilex.json").exists()

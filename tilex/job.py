@@ -294,19 +294,23 @@ def fit_calibration(scan: Any, plan: RunPlan) -> Any:
         Reading a square failed (the message says ``calibration:`` and names the file).
     """
     from tilex.calibration import fit_scan
+    from tilex.stats import sample_regions
 
+    start = time.perf_counter()
+    shape = tuple(scan.shape)
+    regions = sample_regions(shape, plan.statistics.fraction_for(shape), plan.statistics.block)
     try:
-        return fit_scan(scan, plan.calibration, _calibration_regions(scan, plan))
+        calibration = fit_scan(scan, plan.calibration, regions)
     except ScanError as err:  # the reader names the file, rows and columns; say which stage
         err.args = (f"calibration: {err}",) + err.args[1:]
         raise
-
-
-def _calibration_regions(scan: Any, plan: RunPlan) -> list[Any]:
-    from tilex.stats import sample_regions
-
-    shape = tuple(scan.shape)
-    return sample_regions(shape, plan.statistics.fraction_for(shape), plan.statistics.block)
+    log.info(
+        "calibration (%s) fitted over %d squares in %.1f s",
+        plan.calibration.mode,
+        len(regions),
+        time.perf_counter() - start,
+    )
+    return calibration
 
 
 def _calibrate(scan: Any, plan: RunPlan, out: Path | None = None, fitted: Any = None) -> Any:
@@ -331,32 +335,20 @@ def _calibrate(scan: Any, plan: RunPlan, out: Path | None = None, fitted: Any = 
         _check_fitted(fitted, plan, scan)
         log.info("calibration (%s) fitted ahead of the run", plan.calibration.mode)
         return fitted
-    start = time.perf_counter()
-    calibration = fit_calibration(scan, plan)
-    log.info(
-        "calibration (%s) fitted over %d squares in %.1f s",
-        plan.calibration.mode,
-        len(_calibration_regions(scan, plan)),
-        time.perf_counter() - start,
-    )
-    return calibration
+    return fit_calibration(scan, plan)
 
 
 def _check_fitted(fitted: Any, plan: RunPlan, scan: Any) -> None:
     """Refuse a model fitted ahead that :func:`fit_calibration` could not give for this scan and plan."""
     spec, shape = plan.calibration, tuple(scan.shape)
-    if (
-        fitted.mode != spec.mode
-        or fitted.n_bands != scan.n_bands
-        or fitted.linearised != (spec.visible == "srgb")
-        or (fitted.spatial and tuple(fitted.shape) != shape)
-    ):
-        raise ValueError(
-            f"the calibration fitted ahead ({fitted.mode}, {fitted.n_bands} bands, "
-            f"linearised={fitted.linearised}, scan shape {fitted.shape}) is not what "
-            f"--calibrate {spec.mode} --visible-encoding {spec.visible} fits for this "
-            f"{shape[0]}x{shape[1]} scan of {scan.n_bands} bands"
-        )
+    if fitted.mode != spec.mode:
+        problem = f"it is --calibrate {fitted.mode}; this run has --calibrate {spec.mode}"
+    elif fitted.spatial and tuple(fitted.shape) != shape:
+        problem = f"it is for a {fitted.shape} scan; this scan is {shape}"
+    else:
+        problem = _mismatch(fitted, spec, scan.n_bands)
+    if problem:
+        raise ValueError(f"the calibration fitted ahead does not fit this run: {problem}")
 
 
 def _resumed_calibration(
@@ -411,15 +403,23 @@ def _saved_calibration(
     from tilex.calibration import Calibration
 
     calibration = Calibration.from_dict(record)
-    if calibration.linearised != (spec.visible == "srgb") or calibration.n_bands != n_bands:
-        return calibration, (
-            f"its calibration is for {calibration.n_bands} bands with visible encoding "
-            f"{'srgb' if calibration.linearised else 'linear'}; this run has {n_bands} bands "
-            f"and --visible-encoding {spec.visible}"
-        )
+    problem = _mismatch(calibration, spec, n_bands)
+    if problem:
+        return calibration, f"its calibration {problem}"
     if calibration.spatial:
         calibration = dataclasses.replace(calibration, shape=shape)
     return calibration, None
+
+
+def _mismatch(calibration: Any, spec: Any, n_bands: int) -> str | None:
+    """What keeps a model from predicting this run's bands from its visible image, if anything."""
+    if calibration.linearised != (spec.visible == "srgb") or calibration.n_bands != n_bands:
+        return (
+            f"is for {calibration.n_bands} bands with visible encoding "
+            f"{'srgb' if calibration.linearised else 'linear'}; this run has {n_bands} bands "
+            f"and --visible-encoding {spec.visible}"
+        )
+    return None
 
 
 def _measure(engine: Engine, plan: RunPlan, sink: Sink) -> BandStats:

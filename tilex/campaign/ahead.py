@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 from tilex.campaign.jobs import ScanJob
@@ -61,15 +59,14 @@ class Ahead:
         self._thread.start()
 
     @classmethod
-    def start(cls, job: ScanJob, out: Path, plan: RunPlan, input_range: Any) -> Ahead | None:
-        """Fit ``job``'s model ahead where its run into ``out`` would fit one afresh, else ``None``.
+    def start(cls, job: ScanJob, plan: RunPlan, input_range: Any) -> Ahead | None:
+        """Fit ``job``'s model ahead where a fresh run of ``plan`` would fit one, else ``None``.
 
-        Afresh: ``out`` holds nothing yet (a run resuming or checking an
-        output reads the model it saved), the plan calibrates and takes no
-        ``--stats-from``.
+        The caller starts it only for an output that holds nothing yet (a run
+        resuming or checking an output reads the model it saved); a plan that
+        does not calibrate, or takes ``--stats-from``, fits nothing.
         """
-        fresh = not (out.is_dir() and any(out.iterdir()))
-        if fresh and plan.calibration.enabled and plan.stats_from is None:
+        if plan.calibration.enabled and plan.stats_from is None:
             return cls(job, plan, input_range)
         return None
 
@@ -78,7 +75,6 @@ class Ahead:
         from tilex.scan import open_scan
 
         scan = None
-        start = time.perf_counter()
         try:
             scan = open_scan(self.job.source, input_range=input_range)
             result = (scan, fit_calibration(scan, plan))
@@ -87,11 +83,6 @@ class Ahead:
             if scan is not None:
                 scan.close()
             return
-        log.debug(
-            "scan %s: calibration fitted ahead in %.1f s",
-            self.job.name,
-            time.perf_counter() - start,
-        )
         with self._lock:
             if not self._dropped:
                 self._result, result = result, None

@@ -40,10 +40,10 @@ round differently, and the statistics are saved in the output. Fitting the
 next model ahead uses the cycles the current scan leaves idle (its writes
 and single-threaded stages); with the full encoder and both cores busy it
 measured no gain (15.15 s a scan with it, 14.95 s without), and it has not
-been measured apart since the pruning. The tail of a scan (after its last tile: the
-pyramid and the close) is 0.2 s of a 512x512 scan, 1.1 s of 48 s for
-2048x2048; the next scan's statistics pass could overlap it on a GPU, but
-that needs :func:`tilex.run` split into its phases (not done).
+been measured apart since the pruning. The tail of a scan (after its last
+tile: the pyramid and the close) is 0.2 s of a 512x512 scan, 1.1 s of 48 s
+for 2048x2048; the next scan's statistics pass could overlap it on a GPU,
+but that needs :func:`tilex.run` split into its phases (not done).
 
 With ``workers`` or ``scheduler`` the scans go to a dask cluster
 (:mod:`tilex.campaign.cluster`).
@@ -213,12 +213,9 @@ def batch(
                 for job, following in zip(jobs, [*jobs[1:], None], strict=True):
                     ledger.start(job)
                     current, ahead = ahead, None
-                    if following is not None:  # its model fitted while this scan runs
-                        ahead = Ahead.start(
-                            following,
-                            outdir / following.name,
-                            plans[following.name],
-                            _input_range(following, input_range),
+                    if following is not None and not _started(outdir / following.name):
+                        ahead = Ahead.start(  # its model fitted while this scan runs
+                            following, plans[following.name], _input_range(following, input_range)
                         )
                     ledger.finish(
                         run_scan(
@@ -295,7 +292,7 @@ def _input_range(job: ScanJob, input_range: Any) -> Any:
 
 def _started(out: Path) -> bool:
     """Whether ``out`` holds something: then the scan is resumed (or found complete)."""
-    return out.is_dir() and any(out.iterdir())  # as Ahead.start tells a fresh output
+    return out.is_dir() and any(out.iterdir())
 
 
 def scan_shape(source: Path) -> tuple[int, int] | None:
