@@ -9,9 +9,13 @@ covers less than half of the scan). The kernels then get ``lo_i = 0`` and
 what it is compared with (such a band flags nothing), 0.5 at its noise floor
 (the default threshold: flagged means more than ``NOISE_K`` robust spreads
 above the scan's typical dissimilarity), 1 at twice the floor. ``NOISE_K =
-6`` flags about 1 pixel in 30,000 of a band holding only Gaussian noise
+8`` flags about 1 pixel in 15 million of a band holding only Gaussian noise
 (``d`` half-normal: its median is 0.674 and its ``1.4826 * MAD`` 0.591 of
-the noise's sigma).
+the noise's sigma; the floor lies at 5.4 sigma). What exceeds it in a real
+scan is what the calibration cannot explain: edges of painted shapes, glints,
+and hidden content. 8 rather than 6 spreads since the calibration's fit was
+trimmed harder (:data:`tilex.calibration.CUTOFF`), which tightens the typical
+``d`` and so the floor.
 
 Mode ``band`` normalises each band's dissimilarity map ``d_i`` by a range
 ``[lo_i, hi_i]`` measured over the *whole scan*, never over one tile, so that
@@ -80,7 +84,7 @@ __all__ = [
     "sample_regions",
 ]
 
-NOISE_K = 6.0
+NOISE_K = 8.0
 """``norm="noise"``: the floor lies this many robust spreads above the median of ``d``."""
 
 ABS_FLOOR = 2.0**-16
