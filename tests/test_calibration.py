@@ -72,6 +72,32 @@ def test_robust_refits_beat_a_plain_fit_with_outliers(monkeypatch):
     assert err_robust < err_plain / 5
 
 
+def test_the_trimmed_fit_is_not_pulled_by_a_fifth_of_the_scan_hidden(monkeypatch):
+    """Faint, one-signed hidden bars over 21 % of the scan: what the calibration's trim is for."""
+    rng = np.random.default_rng(5)
+    vis = rng.random((3, 96, 96), dtype=np.float32)
+    lin = srgb_to_linear(vis)
+    truth = np.stack([r * lin[0] + g * lin[1] + b * lin[2] + c for r, g, b, c in COEFS])
+    hidden = np.zeros((96, 96), bool)
+    for x0 in range(8, 96, 24):
+        hidden[:, x0 : x0 + 5] = True
+    y = truth + rng.normal(0, 0.01, truth.shape)
+    y[:, hidden] -= 0.03  # three noise sigmas darker than the visible image says
+    square = [(vis, y.astype(np.float32))]
+
+    def pull() -> float:
+        """How far the prediction moved towards the hidden content, where it lies."""
+        predicted = fit(square, CalibrationSpec("flat")).predict(vis)
+        return float(np.abs(predicted - truth)[:, hidden].mean())
+
+    trimmed = pull()
+    monkeypatch.setattr(calibration.fitting, "REFITS", 2)  # the fit before the trim
+    monkeypatch.setattr(calibration.fitting, "CUTOFF", 3.0)
+    loose = pull()
+    assert trimmed < 0.002  # a fifteenth of the hidden signal
+    assert loose > 3 * trimmed
+
+
 def test_gain_mode_fits_a_luminance_gain():
     rng = np.random.default_rng(1)
     vis = rng.random((3, 48, 48), dtype=np.float32)
