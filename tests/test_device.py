@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -180,3 +182,31 @@ def test_backend_and_old_keywords_are_not_mixed():
         build_encoder(backend=Backend("cpu"), precision="bf16")
     with pytest.raises(TypeError, match="backend must be a tilex.device.Backend"):
         build_encoder(None, "cpu")
+
+
+_TRIM_PROBE = """
+import ctypes.util, sys
+import numpy as np
+from tilex.device import release_free_memory, tune_host_allocator
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+assert not release_free_memory()  # untuned: the library leaves malloc alone
+assert tune_host_allocator()
+blocks = [np.ones((1 << 20) // 8) for _ in range(300)]  # 300 x 1 MiB, from the heap once tuned
+keep = blocks[-1]
+del blocks
+held = rss_mb()
+assert release_free_memory()
+print(held - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_the_tuned_heap_gives_its_free_pages_back_when_asked():
+    out = subprocess.run(
+        [sys.executable, "-c", _TRIM_PROBE], capture_output=True, text=True, check=True
+    )
+    assert float(out.stdout) > 200  # of the 299 MiB freed

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tilex.device import release_free_memory
 from tilex.errors import OutputError
 from tilex.omezarr.format import SCRATCH, tile_field
 from tilex.omezarr.journal import os_errors_name
@@ -150,6 +151,7 @@ class PyramidStream:
         if feeds:
             self._spill(level, parent, unit.index, self.layout.reduce(unit.data))
         self._drain(self.workers - 1)  # bounded in-flight writes, also when levels cascade
+        release_free_memory()  # what the finished units freed: resident memory stays flat
         self._pending.append(
             self._pool.submit(self.layout.commit_unit, unit.level, unit.index, unit.data)
         )
