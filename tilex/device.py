@@ -273,8 +273,8 @@ def release_free_memory() -> bool:
 
     The heap that :func:`tune_host_allocator` keeps is reused tile after
     tile, but between write units its free space fragments: on an 8192^2
-    scan the main heap's resident size grew in steps from 254 to 693 MB,
-    one step per pyramid parent or so. The output stream calls this once per
+    scan the main heap's resident size grew in steps from 254 to 693 MB.
+    The output stream calls this once per
     finished unit. Measured with ``/usr/bin/time -v tilex run`` on scans of
     ``benchmarks/bench_gigapixel.py``: peak RSS 1761 against 2039 MB
     (8192^2) and 2331 against 2600 MB (16384^2), wall time within 2 %. It

@@ -45,8 +45,9 @@ model, and its lighting surface, towards itself. On 14 held-out physical
 scenes, a blurred residual's mean ROC AUC was 0.852 with that fit, 0.883
 with this one, and 0.929 with the model fitted on the same scenes rendered
 without their hidden content (the designed encoder's evidence: 0.835 and
-0.876; ``benchmarks/bench_detection.py`` has the benchmark's own table). The scale is ``1.4826 * median |r|`` (the normal-consistent
-median absolute residual), the median read from a mergeable histogram of
+0.876; ``benchmarks/bench_detection.py`` has the benchmark's own table).
+The scale is ``1.4826 * median |r|`` (the normal-consistent median absolute
+residual), the median read from a mergeable histogram of
 ``|r|`` (integer counts over float32 bit-pattern bins of relative width
 2**-7, so it too is independent of the order; the bin's upper edge is used).
 

@@ -151,7 +151,7 @@ class PyramidStream:
         if feeds:
             self._spill(level, parent, unit.index, self.layout.reduce(unit.data))
         self._drain(self.workers - 1)  # bounded in-flight writes, also when levels cascade
-        release_free_memory()  # what the finished units freed: resident memory stays flat
+        release_free_memory()  # what the finished units freed goes back to the OS
         self._pending.append(
             self._pool.submit(self.layout.commit_unit, unit.level, unit.index, unit.data)
         )
