@@ -28,6 +28,7 @@ from tilex.calibration.model import (
     surface_terms,
 )
 from tilex.grid import Region
+from tilex.kernels._numba import njit
 from tilex.stats import MAD_TO_SIGMA
 
 __all__ = ["CACHE_BYTES", "FitSums", "fit", "fit_scan", "fit_squares", "fit_stride"]
@@ -121,29 +122,69 @@ def _accumulate(
     n_bands = y.shape[0]
     if histogram:
         counts = _abs_histogram(_residuals(x, y, previous))  # type: ignore[arg-type]
-        sums.hist = counts if sums.hist is None else sums.hist + counts
+        if sums.hist is None:
+            sums.hist = counts
+        else:
+            sums.hist += counts
         return
     keep = np.ones(y.shape, bool)
     if previous is not None:
         keep = _residuals(x, y, previous) <= cutoff[:, None]  # type: ignore[index]
     k = x.shape[0]
-    xtx = np.empty((n_bands, k, k))
-    xty = np.empty((n_bands, k))
-    for i in range(n_bands):
-        xi = np.ascontiguousarray(x[:, keep[i]])
-        yi = y[i, keep[i]]
-        # element-wise products summed along one contiguous axis: numpy's pairwise sum,
-        # the same bits for the same square whatever else was read (no BLAS blocking)
-        xtx[i] = (xi[:, None, :] * xi[None, :, :]).sum(axis=-1)
-        xty[i] = (xi * yi[None, :]).sum(axis=-1)
+    xtx = np.zeros((n_bands, k, k))
+    xty = np.zeros((n_bands, k))
+    _normal_sums(np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), keep.T.copy(), xtx, xty)
     sums.normal[index] = (xtx, xty, keep.sum(axis=1))
+
+
+@njit
+def _normal_sums(
+    x: np.ndarray, y: np.ndarray, keep: np.ndarray, xtx: np.ndarray, xty: np.ndarray
+) -> None:  # pragma: no cover (compiled; tested through fit)
+    """Add ``X^T X`` ``[N, k, k]`` and ``X^T y`` ``[N, k]`` of the kept pixels to ``xtx``, ``xty``.
+
+    ``x [n, k]``, ``y [n, N]`` and ``keep [n, N]``, pixel-major. Each sum runs
+    over the pixels in their order, one product at a time (no reassociation,
+    no FMA: the tilex Numba preset), so a square gives the same bits however it
+    was read and whatever else the fit saw; the upper triangle is summed, the
+    lower one copied from it.
+    """
+    n, k = x.shape
+    n_bands = y.shape[1]
+    m = k * (k + 1) // 2
+    outer = np.empty(m)
+    acc = np.zeros((n_bands, m))
+    for p in range(n):
+        row = x[p]
+        q = 0
+        for i in range(k):
+            for j in range(i, k):
+                outer[q] = row[i] * row[j]
+                q += 1
+        for b in range(n_bands):
+            if keep[p, b]:
+                target = acc[b]
+                for q in range(m):
+                    target[q] += outer[q]
+                yb = y[p, b]
+                for i in range(k):
+                    xty[b, i] += row[i] * yb
+    for b in range(n_bands):
+        q = 0
+        for i in range(k):
+            for j in range(i, k):
+                xtx[b, i, j] = acc[b, q]
+                xtx[b, j, i] = acc[b, q]
+                q += 1
 
 
 def _abs_histogram(r: np.ndarray) -> np.ndarray:
     """Integer histogram ``[N, bins]`` of ``|r|`` (float32 bit-pattern bins, see the module)."""
     a = np.abs(r).astype(np.float32)
-    bins = a.view(np.uint32) >> np.uint32(_SHIFT)
-    return np.stack([np.bincount(bins[i], minlength=_NBINS) for i in range(a.shape[0])])
+    bins = (a.view(np.uint32) >> np.uint32(_SHIFT)).astype(np.intp)
+    bins += np.arange(a.shape[0], dtype=np.intp)[:, None] * _NBINS  # one count per band
+    n_bands = a.shape[0]
+    return np.bincount(bins.ravel(), minlength=n_bands * _NBINS).reshape(n_bands, _NBINS)
 
 
 def _solve(xtx: np.ndarray, xty: np.ndarray) -> np.ndarray:
@@ -264,6 +305,7 @@ def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
     means leave.
     """
     n_bands, cells = coef.shape[0], TABLE_CELLS**3
+    offsets = np.arange(n_bands, dtype=np.int64)[:, None] * cells
 
     def residuals(index: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = features(index)
@@ -279,9 +321,13 @@ def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
             keep = np.ones(r.shape, bool)
             if means is not None:
                 keep = np.abs(r - means[:, cell]) <= cutoff[:, None]  # type: ignore[index]
-            for i in range(n_bands):
-                total[i] += np.bincount(cell[keep[i]], weights=r[i][keep[i]], minlength=cells)
-                count[i] += np.bincount(cell[keep[i]], minlength=cells)
+            # one count for all bands (band i's cells offset by i * cells): each cell's
+            # residuals are still added in the pixels' order
+            index = (cell[None, :] + offsets)[keep]
+            total += np.bincount(index, weights=r[keep], minlength=n_bands * cells).reshape(
+                n_bands, cells
+            )
+            count += np.bincount(index, minlength=n_bands * cells).reshape(n_bands, cells)
         return total / (count + TABLE_SHRINK), total / np.maximum(count, 1)
 
     def spread(means: np.ndarray) -> np.ndarray:
@@ -289,7 +335,10 @@ def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
         for index in range(n_squares):
             cell, r = residuals(index)
             part = _abs_histogram(r - means[:, cell])
-            hist = part if hist is None else hist + part
+            if hist is None:
+                hist = part
+            else:
+                hist += part
         return _median_cutoff(hist)  # type: ignore[arg-type]
 
     table, means = fit_cells(None, None)
