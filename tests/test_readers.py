@@ -248,8 +248,38 @@ def test_read_touches_only_overlapping_tiles(tmp_path, write_image, monkeypatch)
     source.read(20, 40, 40, 70)  # rows 1-2, columns 1-2 of the 16x32 tile grid
     assert len(calls) == 4
     calls.clear()
-    source.read(16, 32, 32, 64)
+    source.read(48, 64, 64, 90)  # row 3, column 2: one tile no read decoded before
     assert len(calls) == 1
+
+
+def test_a_segment_read_again_is_not_decoded_again(tmp_path, write_image, monkeypatch):
+    data = _data("uint16")
+    path = write_image(tmp_path / "band.tif", data, "tiff", tile=(16, 32))
+    source = open_source(path)
+    calls = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: calls.append(off) or real(fd, n, off))
+    first = source.read(20, 40, 40, 70)
+    again = source.read(16, 32, 32, 64)  # one of the four tiles the first read decoded
+    assert len(calls) == 4
+    np.testing.assert_array_equal(first, data[20:40, 40:70][None])
+    np.testing.assert_array_equal(again, data[16:32, 32:64][None])
+    again[...] = 0  # a read returns its own array: the cached segment is untouched
+    np.testing.assert_array_equal(source.read(16, 32, 32, 64), data[16:32, 32:64][None])
+
+
+def test_the_segment_cache_keeps_at_most_its_limit(tmp_path, write_image, monkeypatch):
+    from tilex.readers import tiff
+
+    data = _data("uint16")
+    path = write_image(tmp_path / "band.tif", data, "tiff", tile=(16, 16))
+    monkeypatch.setattr(tiff, "SEGMENT_CACHE", 3)
+    source = open_source(path)
+    np.testing.assert_array_equal(source.read(0, data.shape[0], 0, data.shape[1]), data[None])
+    assert len(source._cache) == 3
+    assert source._cache_bytes == 3 * 16 * 16 * 2
+    source.close()
+    assert not source._cache
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,11 @@ file: the segment offsets and byte counts are kept at open, and a region read
 fetches only the overlapping tiles or strips with :func:`os.pread` on a file
 descriptor (no shared seek position, so reads from several threads are safe)
 and decodes each with tifffile's ``TiffPage.decode``.
+
+A tile's read reaches into its neighbours by the halo, so each file tile
+would be decoded by up to nine engine tiles; a source keeps its most recently
+decoded segments (:data:`SEGMENT_CACHE`) and decodes each about once when
+regions arrive row by row.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import logging
 import math
 import os
 import struct
+import threading
 import weakref
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +34,16 @@ import numpy as np
 from tilex.errors import CorruptFileError, MissingFileError, ScanError, UnsupportedFormatError
 from tilex.readers.base import _positive_float, _reason, _SourceBase
 
-__all__ = ["TiffSource"]
+__all__ = ["SEGMENT_CACHE", "SEGMENT_CACHE_BYTES", "TiffSource"]
 
 _log = logging.getLogger(__name__)
+
+SEGMENT_CACHE = 32
+"""Decoded segments each source keeps, least recently used out first: three rows of
+ten file tiles, what a write unit's rows of engine tiles read with their halo."""
+
+SEGMENT_CACHE_BYTES = 64 << 20
+"""At most this many bytes of them per source (a striped file's long strips are not kept)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,9 @@ class TiffSource(_SourceBase):
         self._check_segments_fit()
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._closer = weakref.finalize(self, os.close, self._fd)
+        self._cache: OrderedDict[int, tuple[np.ndarray | None, int, int]] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_lock = threading.Lock()
         try:
             self._probe()
         except BaseException:
@@ -234,7 +251,37 @@ class TiffSource(_SourceBase):
         """The decoded segment ``[1, h, w, s]`` (None when empty), its y and x.
 
         ``where`` starts the message of a damaged segment (the file, or the read).
+        The result is read-only: it may be the cached array other reads share.
         """
+        offset, count = planes.offsets[index], planes.bytecounts[index]
+        if offset and count:
+            with self._cache_lock:
+                hit = self._cache.get(offset)
+                if hit is not None:
+                    self._cache.move_to_end(offset)
+                    return hit
+        segment = self._decode_segment(planes, index, where)
+        self._keep(offset, segment)
+        return segment
+
+    def _keep(self, offset: int, segment: tuple[np.ndarray | None, int, int]) -> None:
+        """Cache one decoded segment, dropping the least recently used beyond the limits."""
+        array = segment[0]
+        if not offset or array is None or array.nbytes * 4 > SEGMENT_CACHE_BYTES:
+            return
+        array.flags.writeable = False
+        with self._cache_lock:
+            if offset in self._cache:  # another reader decoded it meanwhile
+                return
+            self._cache[offset] = segment
+            self._cache_bytes += array.nbytes
+            while len(self._cache) > SEGMENT_CACHE or self._cache_bytes > SEGMENT_CACHE_BYTES:
+                _, (old, _, _) = self._cache.popitem(last=False)
+                self._cache_bytes -= old.nbytes  # type: ignore[union-attr]
+
+    def _decode_segment(
+        self, planes: _TiffPlanes, index: int, where: str
+    ) -> tuple[np.ndarray | None, int, int]:
         offset, count = planes.offsets[index], planes.bytecounts[index]
         data = None
         if offset and count:
@@ -335,8 +382,11 @@ class TiffSource(_SourceBase):
         return info
 
     def close(self) -> None:
-        """Close the file descriptor (idempotent)."""
+        """Close the file descriptor and drop the decoded segments (idempotent)."""
         self._closer()
+        with self._cache_lock:
+            self._cache.clear()
+            self._cache_bytes = 0
 
 
 class _TiffLogCapture(logging.Filter):
