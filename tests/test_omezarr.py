@@ -344,6 +344,46 @@ def test_memory_stays_bounded_in_morton_order(tmp_path):
     assert most == 1  # one unit per level in flight
 
 
+def test_a_cascade_of_parents_frees_each_unit_once_it_is_written(tmp_path, monkeypatch):
+    """The last level-0 unit completes a parent on every level above it; a unit that is
+    written must not stay in memory while its parents are assembled (the peak would
+    grow by a unit per level, with the scan's size)."""
+    import weakref
+
+    from tilex.omezarr.layout import OutputLayout
+
+    buffers: list[weakref.ref] = []  # each unit's score buffer
+    most = []
+    new_unit, assemble = OutputLayout.new_unit, OutputLayout.assemble_parent
+
+    def track(unit):
+        buffers.append(weakref.ref(unit.data["score"]))
+        return unit
+
+    def assembled(self, *args, **kwargs):
+        unit = assemble(self, *args, **kwargs)  # made by new_unit: tracked there
+        most.append((unit.level, sum(ref() is not None for ref in buffers)))
+        return unit
+
+    monkeypatch.setattr(OutputLayout, "new_unit", lambda self, *a: track(new_unit(self, *a)))
+    monkeypatch.setattr(OutputLayout, "assemble_parent", assembled)
+    shape = (4 * UNIT, 4 * UNIT)  # 16 level-0 units; the last completes levels 1 to 4
+    result = make_result(shape, 1, len(BANDS), seed=3)
+    sink = OmeZarrSink(
+        tmp_path / "OUT", unit=UNIT, chunk=CHUNK, compressor=Compression("lz4", 1), workers=1
+    )
+    sink.open(run_info(shape, channels=1, keep=False))
+    for t in tiles_in_unit_order(result, UNIT, tile=512):
+        sink.write(t)
+    sink.close()
+    assert max(level for level, _ in most) >= 4  # the cascade reached level 4
+    # the parent just assembled and, at most, its child still being written
+    assert max(n for _, n in most) <= 2
+    score = open_output(tmp_path / "OUT")["score"].levels
+    np.testing.assert_array_equal(score[0][0], result["score"])
+    np.testing.assert_array_equal(score[4][0], reduce_mean(reduce_mean(score[2][0])))
+
+
 def test_abort_leaves_an_incomplete_output(tmp_path):
     shape = (2500, 1700)
     result = make_result(shape, 2, len(BANDS))

@@ -11,10 +11,12 @@ children, and so on up the pyramid.
 
 Memory: a parent is never held in memory while its children are computed.
 Each child's reduction is *spilled* to ``OUT/.pyramid`` (:data:`~tilex.omezarr.format.SCRATCH`)
-and the parent is assembled only when its last child arrives. So memory
-holds one level-0 unit being filled, the writes in flight (at most one per
-writer thread) and one parent being assembled, however many levels the scan
-has. Any tile order works, but only one unit per level is in flight when the
+and the parent is assembled only when its last child arrives, once the writes
+in flight are done. So memory holds one level-0 unit being filled and the
+writes in flight (at most one per writer thread), or one parent being
+assembled, however many levels the scan has (before 0.1.0's release, a
+recursion up the levels kept every unit of a cascade alive until its top:
+peak RSS grew by a unit's buffers per level). Any tile order works, but only one unit per level is in flight when the
 units arrive in Morton order, as the engine delivers them to a sink that sets
 ``write_unit``.
 
@@ -91,7 +93,8 @@ class PyramidStream:
             unit = self._unit(0, index)
             unit.place(result.region, fields)
             if unit.complete:
-                self._complete(unit)
+                del unit  # _complete holds the only reference: it drops each unit once queued
+                self._complete(self._units[0].pop(index))
         self._drain(self.workers)  # at most one finished unit queued per writer thread
 
     def complete_orphans(self) -> None:
@@ -141,8 +144,28 @@ class PyramidStream:
         unit = self._units[level][index] = self.layout.new_unit(level, index)
         return unit
 
-    def _complete(self, unit: UnitBuffer) -> None:
-        """Write a finished unit; spill its reduction for its parent, and finish that when whole."""
+    def _complete(self, unit: UnitBuffer | None) -> None:
+        """Write a finished unit; spill its reduction for its parent, and finish that when whole.
+
+        A loop up the levels, not a recursion: once a unit is queued for writing
+        nothing here refers to it, so its buffers are freed as soon as it is
+        written, not when the whole cascade of parents it completed is done; and
+        a parent is assembled only once the writes in flight are done. So at
+        most a level-0 unit being filled and ``workers`` units being written are
+        in memory, however many levels the scan has. The caller must hold no
+        reference of its own.
+        """
+        while unit is not None:
+            ready = self._queue(unit)
+            unit = None  # the write queue holds the only reference now
+            if ready is not None:
+                # the writes in flight first: a parent is assembled with no other unit in
+                # memory, so a cascade up the levels never holds more than a level-0 unit does
+                self._drain(0)
+                unit = self._assemble(*ready)
+
+    def _queue(self, unit: UnitBuffer) -> tuple[int, Index] | None:
+        """Queue one finished unit's write and spill its reduction; its parent if now whole."""
         self._units[unit.level].pop(unit.index, None)
         self._done[unit.level].add(unit.index)
         level, parent = unit.level + 1, self.grid.parent(unit.index)
@@ -155,8 +178,7 @@ class PyramidStream:
         self._pending.append(
             self._pool.submit(self.layout.commit_unit, unit.level, unit.index, unit.data)
         )
-        if feeds and self._ready(level, parent):
-            self._complete(self._assemble(level, parent))
+        return (level, parent) if feeds and self._ready(level, parent) else None
 
     def _spill_path(self, level: int, parent: Index, child: Index, name: str) -> Path:
         return (
