@@ -279,7 +279,24 @@ def bench_encoder(
             ]
         del outputs
         save()
+    if ref_enc is not None:  # the default run's planes: each band and its prediction
+        import torch
+
+        planes = [torch.cat([b, b]) for _, b in inputs]
+        ref_enc.encode_bands(planes[0])  # warm-up
+        with Measure(device, rss) as m:
+            for p in planes:
+                ref_enc.encode_bands(p)
+        del planes
+        rows.append(Row.of(CALIBRATED_CEILING, pixels, m, "ceiling of the default run"))
+        print(f"   {CALIBRATED_CEILING:<44} {rows[-1].mpx_s:8.3f} Mpx/s  ({m.seconds:.2f} s)")
+        save()
     return ref_enc, ref_feats
+
+
+CALIBRATED_CEILING = "encoder, reference, 2N band planes"
+"""The ceiling of the default (calibrated) run: it encodes each band and its prediction
+through the band path, 2N planes a tile, where ``--calibrate none`` encodes N + 1."""
 
 
 def crop_features(backend: Any, tile: Any, g: Any, b: Any) -> tuple[Any, Any]:
@@ -965,11 +982,14 @@ def report(rows: list[Row], backend, device_name: str, size, args, tile: int) ->
         print(f"slowest stage alone: {slow.name} ({slow.mpx_s:.3f} Mpx/s)")
     for r in rows:
         if r.name.startswith("tilex end to end") and ref:
-            eff = r.mpx_s / ref.mpx_s
+            # the default encodes 2N planes: its ceiling is the reference on those planes
+            ceiling = by.get(CALIBRATED_CEILING) if "calibrated" in r.name else None
+            eff = r.mpx_s / (ceiling or ref).mpx_s
             verdict = "meets" if eff >= GOAL[kind] else "BELOW"
             what = r.name.removeprefix("tilex end to end, ")
+            against = "encoder-only on 2N planes" if ceiling else "encoder-only"
             print(
-                f"EFFICIENCY {what}: e2e / encoder-only = {eff:.2f} ({verdict} the goal {GOAL[kind]:.2f})"
+                f"EFFICIENCY {what}: e2e / {against} = {eff:.2f} ({verdict} the goal {GOAL[kind]:.2f})"
             )
     peers = [r for r in rows if r.name.startswith(("MONAI", "dask"))]
     for peer in peers:
