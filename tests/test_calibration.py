@@ -65,7 +65,9 @@ def test_srgb_decode_equals_its_formula_bit_for_bit_with_and_without_the_table()
         np.arange(65536, dtype=np.float32) / np.float32(65535),  # 16-bit pixels: the table
         np.arange(4096, dtype=np.float32) / np.float32(4095),  # 12-bit: computed
         rng.random(200_000, dtype=np.float32),  # float32 reflectance: computed
-        np.float32([-0.0, 0.0, -0.25, 1.5, 1.0, 0.04045, np.nextafter(0.04045, 1, dtype=np.float32)]),
+        np.float32(
+            [-0.0, 0.0, -0.25, 1.5, 1.0, 0.04045, np.nextafter(0.04045, 1, dtype=np.float32)]
+        ),
     ]
     for x in samples:
         got, want = srgb_to_linear(x), _srgb_reference(x)

@@ -324,7 +324,9 @@ class Calibration:
             _combine(self._coefficients, np.ascontiguousarray(features), out)
         else:
             cells = colour_cells(rgb)
-            _combine_table(self._coefficients, np.ascontiguousarray(features), self._table, cells, out)
+            _combine_table(
+                self._coefficients, np.ascontiguousarray(features), self._table, cells, out
+            )
         return out
 
     @cached_property
