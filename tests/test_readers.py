@@ -188,6 +188,56 @@ def test_zarr_region_equals_full(tmp_path, write_image, case, dtype):
     _check_regions(source, chw)
 
 
+@pytest.mark.parametrize(
+    ("chunks", "shards", "layout"),
+    [
+        ((1, 200, 300), None, "cyx"),
+        ((128, 128, 3), None, "yxc"),
+        ((1, 64, 64), (1, 256, 256), "cyx"),
+    ],
+)
+def test_zarr_reads_across_cached_blocks_equal_the_array(tmp_path, chunks, shards, layout):
+    import zarr
+
+    rng = np.random.default_rng(3)
+    chw = rng.integers(0, 65535, (3, 1100, 1300), dtype=np.uint16)
+    data = chw if layout == "cyx" else np.moveaxis(chw, 0, -1)
+    array = zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=chunks,
+        shards=shards,
+        dimension_names=tuple(layout),
+    )
+    array[...] = data
+    source = open_source(tmp_path / "a.zarr")
+    fetched = []
+    fetch = source._fetch
+    source._fetch = lambda *args: fetched.append(args[:4]) or fetch(*args)
+    for _ in range(40):  # regions anywhere, across block borders, some of them again
+        y0, x0 = int(rng.integers(0, 1000)), int(rng.integers(0, 1200))
+        y1, x1 = y0 + int(rng.integers(1, 1100 - y0 + 1)), x0 + int(rng.integers(1, 1300 - x0 + 1))
+        np.testing.assert_array_equal(source.read(y0, y1, x0, x1), chw[:, y0:y1, x0:x1])
+    assert len(fetched) == len(set(fetched))  # every block read from the store once
+    assert len(fetched) <= len(range(0, 1100, source._block[0])) * len(
+        range(0, 1300, source._block[1])
+    )
+
+
+def test_zarr_chunks_too_large_to_keep_are_read_as_before(tmp_path, monkeypatch):
+    import zarr
+
+    from tilex.readers import zarr as zarr_reader
+
+    monkeypatch.setattr(zarr_reader, "CHUNK_CACHE_PIXELS", 1000)  # no block fits
+    data = np.arange(300 * 400, dtype=np.uint16).reshape(300, 400)
+    zarr.create_array(str(tmp_path / "b.zarr"), data=data, chunks=(128, 128))
+    source = open_source(tmp_path / "b.zarr")
+    np.testing.assert_array_equal(source.read(10, 290, 5, 390), data[None, 10:290, 5:390])
+    assert len(source._cache) == 0
+
+
 def test_ome_zarr_5d_level0_and_pixel_size(tmp_path, write_image):
     chw = np.stack([_data("uint16", seed=i) for i in range(4)])
     path = write_image(
@@ -277,7 +327,7 @@ def test_the_segment_cache_keeps_at_most_its_limit(tmp_path, write_image, monkey
     source = open_source(path)
     np.testing.assert_array_equal(source.read(0, data.shape[0], 0, data.shape[1]), data[None])
     assert len(source._cache) == 3
-    assert source._cache_bytes == 3 * 16 * 16 * 2
+    assert source._cache.nbytes == 3 * 16 * 16 * 2
     source.close()
     assert not source._cache
 

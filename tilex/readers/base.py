@@ -21,6 +21,8 @@ infinity raises :class:`NonFiniteError` naming the file and the region.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,6 +34,54 @@ from tilex.readers.value_range import ValueRange, measure_range
 __all__ = ["SUPPORTED_DTYPES", "PlaneSource"]
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+
+class _SegmentCache:
+    """Decoded pieces of a file by key, least recently used out first (thread-safe).
+
+    At most ``count`` entries (``None``: no count limit) and ``nbytes`` bytes;
+    a piece larger than a quarter of ``nbytes`` is not kept. A kept array is
+    made read-only: readers copy out of it.
+    """
+
+    def __init__(self, count: int | None, nbytes: int) -> None:
+        self.count, self.limit = count, nbytes
+        self._entries: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self.nbytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                return None
+            self._entries.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: Any, value: Any, array: np.ndarray) -> None:
+        """Keep ``value``, whose memory is ``array`` (made read-only here)."""
+        size = array.nbytes
+        if size * 4 > self.limit:
+            return
+        array.flags.writeable = False
+        with self._lock:
+            if key in self._entries:  # another reader decoded it meanwhile
+                return
+            self._entries[key] = (value, size)
+            self.nbytes += size
+            while self.nbytes > self.limit or (
+                self.count is not None and len(self._entries) > self.count
+            ):
+                _, (_, old) = self._entries.popitem(last=False)
+                self.nbytes -= old
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
 
 
 @runtime_checkable

@@ -21,10 +21,8 @@ import logging
 import math
 import os
 import struct
-import threading
 import weakref
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tilex.errors import CorruptFileError, MissingFileError, ScanError, UnsupportedFormatError
-from tilex.readers.base import _positive_float, _reason, _SourceBase
+from tilex.readers.base import _positive_float, _reason, _SegmentCache, _SourceBase
 
 __all__ = ["SEGMENT_CACHE", "SEGMENT_CACHE_BYTES", "TiffSource"]
 
@@ -105,9 +103,7 @@ class TiffSource(_SourceBase):
         self._check_segments_fit()
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._closer = weakref.finalize(self, os.close, self._fd)
-        self._cache: OrderedDict[int, tuple[np.ndarray | None, int, int]] = OrderedDict()
-        self._cache_bytes = 0
-        self._cache_lock = threading.Lock()
+        self._cache = _SegmentCache(SEGMENT_CACHE, SEGMENT_CACHE_BYTES)  # by file offset
         try:
             self._probe()
         except BaseException:
@@ -255,29 +251,13 @@ class TiffSource(_SourceBase):
         """
         offset, count = planes.offsets[index], planes.bytecounts[index]
         if offset and count:
-            with self._cache_lock:
-                hit = self._cache.get(offset)
-                if hit is not None:
-                    self._cache.move_to_end(offset)
-                    return hit
+            hit = self._cache.get(offset)
+            if hit is not None:
+                return hit  # type: ignore[no-any-return]
         segment = self._decode_segment(planes, index, where)
-        self._keep(offset, segment)
+        if offset and count and segment[0] is not None:
+            self._cache.put(offset, segment, segment[0])
         return segment
-
-    def _keep(self, offset: int, segment: tuple[np.ndarray | None, int, int]) -> None:
-        """Cache one decoded segment, dropping the least recently used beyond the limits."""
-        array = segment[0]
-        if not offset or array is None or array.nbytes * 4 > SEGMENT_CACHE_BYTES:
-            return
-        array.flags.writeable = False
-        with self._cache_lock:
-            if offset in self._cache:  # another reader decoded it meanwhile
-                return
-            self._cache[offset] = segment
-            self._cache_bytes += array.nbytes
-            while len(self._cache) > SEGMENT_CACHE or self._cache_bytes > SEGMENT_CACHE_BYTES:
-                _, (old, _, _) = self._cache.popitem(last=False)
-                self._cache_bytes -= old.nbytes  # type: ignore[union-attr]
 
     def _decode_segment(
         self, planes: _TiffPlanes, index: int, where: str
@@ -384,9 +364,7 @@ class TiffSource(_SourceBase):
     def close(self) -> None:
         """Close the file descriptor and drop the decoded segments (idempotent)."""
         self._closer()
-        with self._cache_lock:
-            self._cache.clear()
-            self._cache_bytes = 0
+        self._cache.clear()
 
 
 class _TiffLogCapture(logging.Filter):

@@ -2,7 +2,11 @@
 
 An OME-Zarr group is read at level 0 of its ``multiscales``.  Reads are basic
 selections, which fetch only the overlapping chunks (a chunk missing from the
-store reads as the array's fill value, as Zarr defines).
+store reads as the array's fill value, as Zarr defines).  A read reaches into
+its neighbours' chunks by the halo, so a source reads whole blocks of chunks
+(about 512 px a side) and keeps the most recently read ones
+(:data:`CHUNK_CACHE_PIXELS`): each chunk is decoded about once when regions
+arrive row by row, instead of by every read whose halo touches it.
 
 Channel layout: axes come from OME ``axes``, Zarr v3 ``dimension_names`` or
 xarray's ``_ARRAY_DIMENSIONS``; a 3-D array without names is channels-first
@@ -21,9 +25,17 @@ from typing import Any
 import numpy as np
 
 from tilex.errors import CorruptFileError, UnsupportedFormatError
-from tilex.readers.base import _positive_float, _reason, _SourceBase
+from tilex.readers.base import _positive_float, _reason, _SegmentCache, _SourceBase
 
-__all__ = ["ZarrSource"]
+__all__ = ["CHUNK_CACHE_PIXELS", "ZarrSource"]
+
+CHUNK_CACHE_PIXELS = 32 * 512 * 512
+"""Pixels (times the channels) of decoded blocks a source keeps: three rows of ten
+512 px blocks, what a write unit's rows of engine tiles read with their halo. A block
+larger than a quarter of that (chunks over about 1400 px) is not kept; reads then
+fetch only what they overlap, as before."""
+
+_BLOCK = 512  # a block is the smallest whole number of chunks at least this wide
 
 
 class ZarrSource(_SourceBase):
@@ -66,6 +78,12 @@ class ZarrSource(_SourceBase):
         self.dtype = np.dtype(array.dtype).newbyteorder("=")
         self._order = [axis for axis in self._axes if axis in "cyx"]
         self._finish_init()
+        self._block = tuple(
+            int(array.chunks[self._axes.index(a)])
+            * max(1, -(-_BLOCK // int(array.chunks[self._axes.index(a)])))
+            for a in "yx"
+        )
+        self._cache = _SegmentCache(None, CHUNK_CACHE_PIXELS * self.channels * self.dtype.itemsize)
 
     def _open_ome(self, group: Any) -> tuple[Any, list[str] | None]:
         attrs = dict(group.attrs)
@@ -142,21 +160,49 @@ class ZarrSource(_SourceBase):
         (1, 10, 20)
         """
         self._check_region(y0, y1, x0, x1)
+        where = (y0, y1, x0, x1)
+        by, bx = self._block
+        if by * bx * self.channels * self.dtype.itemsize * 4 > self._cache.limit:
+            return self._check_finite(self._fetch(*where, where), *where)  # too big to keep
+        height, width = self.shape
+        out = np.empty((self.channels, y1 - y0, x1 - x0), self.dtype)
+        for row in range(y0 // by, (y1 - 1) // by + 1):
+            for col in range(x0 // bx, (x1 - 1) // bx + 1):
+                sy, sx = row * by, col * bx
+                block = self._cache.get((row, col))
+                if block is None:
+                    block = self._fetch(sy, min(height, sy + by), sx, min(width, sx + bx), where)
+                    self._cache.put((row, col), block, block)
+                ya, yb, xa, xb = max(y0, sy), min(y1, sy + by), max(x0, sx), min(x1, sx + bx)
+                out[:, ya - y0 : yb - y0, xa - x0 : xb - x0] = block[
+                    :, ya - sy : yb - sy, xa - sx : xb - sx
+                ]
+        return self._check_finite(out, *where)
+
+    def _fetch(
+        self, y0: int, y1: int, x0: int, x1: int, where: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """Pixels ``[channels, h, w]`` of a region, read from the store (``where``: the read asked)."""
         picks = {"c": slice(None), "y": slice(y0, y1), "x": slice(x0, x1)}
         index = tuple(picks.get(axis, 0) for axis in self._axes)
         try:
             data = np.asarray(self._array[index])
         except (ValueError, RuntimeError, TypeError, OSError) as err:
+            wy0, wy1, wx0, wx1 = where
             raise CorruptFileError(
-                f"reading rows {y0}:{y1}, columns {x0}:{x1} of {self.path} failed: its chunks "
-                f"cannot be read ({_reason(err)}); the store is damaged",
+                f"reading rows {wy0}:{wy1}, columns {wx0}:{wx1} of {self.path} failed: its "
+                f"chunks cannot be read ({_reason(err)}); the store is damaged",
                 path=self.path,
             ) from err
         order = list(self._order)
         if "c" not in order:
             data, order = data[np.newaxis], ["c", *order]
         data = np.transpose(data, [order.index(a) for a in "cyx"])
-        return self._check_finite(np.ascontiguousarray(data, self.dtype), y0, y1, x0, x1)
+        return np.ascontiguousarray(data, self.dtype)
+
+    def close(self) -> None:
+        """Drop the decoded blocks (idempotent; the store needs no closing)."""
+        self._cache.clear()
 
     def describe(self) -> dict[str, Any]:
         """Format, dtype, shape, channels, chunking and compression (JSON-able).
