@@ -16,9 +16,9 @@ in flight are done. So memory holds one level-0 unit being filled and the
 writes in flight (at most one per writer thread), or one parent being
 assembled, however many levels the scan has (before 0.1.0's release, a
 recursion up the levels kept every unit of a cascade alive until its top:
-peak RSS grew by a unit's buffers per level). Any tile order works, but only one unit per level is in flight when the
-units arrive in Morton order, as the engine delivers them to a sink that sets
-``write_unit``.
+peak RSS grew by a unit's buffers per level). Any tile order works, but only
+one unit per level is in flight when the units arrive in Morton order, as the
+engine delivers them to a sink that sets ``write_unit``.
 
 Resume: the units the journal holds (``restored``) are neither received nor
 written again. A parent whose children were all written by the interrupted
