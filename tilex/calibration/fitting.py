@@ -133,7 +133,7 @@ def _accumulate(
     k = x.shape[0]
     xtx = np.zeros((n_bands, k, k))
     xty = np.zeros((n_bands, k))
-    _normal_sums(np.ascontiguousarray(x.T), np.ascontiguousarray(y.T), keep.T.copy(), xtx, xty)
+    _normal_sums(x, y, keep, xtx, xty)
     sums.normal[index] = (xtx, xty, keep.sum(axis=1))
 
 
@@ -143,30 +143,32 @@ def _normal_sums(
 ) -> None:  # pragma: no cover (compiled; tested through fit)
     """Add ``X^T X`` ``[N, k, k]`` and ``X^T y`` ``[N, k]`` of the kept pixels to ``xtx``, ``xty``.
 
-    ``x [n, k]``, ``y [n, N]`` and ``keep [n, N]``, pixel-major. Each sum runs
-    over the pixels in their order, one product at a time (no reassociation,
-    no FMA: the tilex Numba preset), so a square gives the same bits however it
-    was read and whatever else the fit saw; the upper triangle is summed, the
-    lower one copied from it.
+    ``x [k, n]``, ``y [N, n]`` and ``keep [N, n]``, as :func:`fit` holds them.
+    Each sum runs over the pixels in their order, one product at a time (no
+    reassociation, no FMA: the tilex Numba preset), so a square gives the same
+    bits however it was read and whatever else the fit saw; the upper triangle
+    is summed, the lower one copied from it.
     """
-    n, k = x.shape
-    n_bands = y.shape[1]
+    k, n = x.shape
+    n_bands = y.shape[0]
     m = k * (k + 1) // 2
+    row = np.empty(k)
     outer = np.empty(m)
     acc = np.zeros((n_bands, m))
     for p in range(n):
-        row = x[p]
+        for i in range(k):
+            row[i] = x[i, p]
         q = 0
         for i in range(k):
             for j in range(i, k):
                 outer[q] = row[i] * row[j]
                 q += 1
         for b in range(n_bands):
-            if keep[p, b]:
+            if keep[b, p]:
                 target = acc[b]
                 for q in range(m):
                     target[q] += outer[q]
-                yb = y[p, b]
+                yb = y[b, p]
                 for i in range(k):
                     xty[b, i] += row[i] * yb
     for b in range(n_bands):

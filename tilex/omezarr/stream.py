@@ -166,7 +166,6 @@ class PyramidStream:
 
     def _queue(self, unit: UnitBuffer) -> tuple[int, Index] | None:
         """Queue one finished unit's write and spill its reduction; its parent if now whole."""
-        self._units[unit.level].pop(unit.index, None)
         self._done[unit.level].add(unit.index)
         level, parent = unit.level + 1, self.grid.parent(unit.index)
         # a restored parent: the interrupted run wrote it after this unit, before this unit's marker

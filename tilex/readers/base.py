@@ -61,10 +61,14 @@ class _SegmentCache:
             self._entries.move_to_end(key)
             return hit[0]
 
+    def keeps(self, nbytes: int) -> bool:
+        """Whether a piece of ``nbytes`` would be kept (at most a quarter of the limit)."""
+        return nbytes * 4 <= self.limit
+
     def put(self, key: Any, value: Any, array: np.ndarray) -> None:
         """Keep ``value``, whose memory is ``array`` (made read-only here)."""
         size = array.nbytes
-        if size * 4 > self.limit:
+        if not self.keeps(size):
             return
         array.flags.writeable = False
         with self._lock:

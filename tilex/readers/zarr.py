@@ -78,12 +78,12 @@ class ZarrSource(_SourceBase):
         self.dtype = np.dtype(array.dtype).newbyteorder("=")
         self._order = [axis for axis in self._axes if axis in "cyx"]
         self._finish_init()
-        self._block = tuple(
-            int(array.chunks[self._axes.index(a)])
-            * max(1, -(-_BLOCK // int(array.chunks[self._axes.index(a)])))
-            for a in "yx"
-        )
-        self._cache = _SegmentCache(None, CHUNK_CACHE_PIXELS * self.channels * self.dtype.itemsize)
+        chunk_y, chunk_x = (int(array.chunks[self._axes.index(a)]) for a in "yx")
+        by, bx = chunk_y * -(-_BLOCK // chunk_y), chunk_x * -(-_BLOCK // chunk_x)
+        per_pixel = self.channels * self.dtype.itemsize
+        self._cache = _SegmentCache(None, CHUNK_CACHE_PIXELS * per_pixel)
+        # None: blocks too large to keep, so reads fetch only what they overlap
+        self._block = (by, bx) if self._cache.keeps(by * bx * per_pixel) else None
 
     def _open_ome(self, group: Any) -> tuple[Any, list[str] | None]:
         attrs = dict(group.attrs)
@@ -161,9 +161,9 @@ class ZarrSource(_SourceBase):
         """
         self._check_region(y0, y1, x0, x1)
         where = (y0, y1, x0, x1)
+        if self._block is None:
+            return self._check_finite(self._fetch(*where, where), *where)
         by, bx = self._block
-        if by * bx * self.channels * self.dtype.itemsize * 4 > self._cache.limit:
-            return self._check_finite(self._fetch(*where, where), *where)  # too big to keep
         height, width = self.shape
         out = np.empty((self.channels, y1 - y0, x1 - x0), self.dtype)
         for row in range(y0 // by, (y1 - 1) // by + 1):
