@@ -164,6 +164,11 @@ def test_fit_is_bit_identical_for_tile_sizes_and_task_groupings():
     regions = sample_regions(tuple(scan.shape), 1.0)
     one, three = fit_scan(scan, spec, regions), fit_scan(scan, spec, regions, groups=3)
     assert one.coefficients == three.coefficients  # exact: the squares are added in order
+    squares = [scan.read_region(*r) for r in regions]
+    origins = [(y0, x0) for y0, _, x0, _ in regions]
+    for threads in (1, 3):  # the threads computing each square's sums change no bit
+        again = fit(squares, spec, origins=origins, shape=tuple(scan.shape), threads=threads)
+        assert again == one
     records = [
         tilex.run(
             scan, None, device="cpu", calibrate="affine", tile=tile, norm="pixel"
@@ -374,6 +379,11 @@ def test_colour_table_is_the_same_bits_for_any_grouping_and_round_trips():
     spec = CalibrationSpec("colour")
     one, three = fit_scan(scan, spec, regions), fit_scan(scan, spec, regions, groups=3)
     assert one == three and one.table is not None
+    squares = [scan.read_region(*r) for r in regions]
+    origins = [(y0, x0) for y0, _, x0, _ in regions]
+    for threads in (1, 3):  # the table's sums too are added in the squares' order
+        again = fit(squares, spec, origins=origins, shape=tuple(scan.shape), threads=threads)
+        assert again == one
     again = Calibration.from_dict(json.loads(json.dumps(one.to_dict())))
     assert again == one
     visible, _ = scan.read_region(0, scan.shape[0], 0, scan.shape[1])

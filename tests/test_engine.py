@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tilex.device import Backend
+from tilex.device import Backend, tile_workers
 from tilex.engine import Engine, measure_statistics
 from tilex.errors import NonFiniteError, PlanError
 from tilex.grid import TileGrid
@@ -106,6 +106,40 @@ def test_independent_of_order_and_threads(case):
         torch.set_num_threads(threads)
     for other in (by_units, one_thread):
         assert_same(other, row_major)
+
+
+def test_cpu_tiles_encoded_at_once_give_the_same_bits_and_leave_torch_as_it_was(case):
+    """Torch's thread count becomes the number of tiles encoded at once, one torch thread
+    each (tilex.device.tile_workers); the result is the same bits as one tile at a time."""
+    scan, encoder, _, stats = case
+    threads = torch.get_num_threads()
+    runs = {}
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            runs[n], _ = fused(scan, encoder, tile=128, unit=256, readers=1, stats=stats)
+            assert torch.get_num_threads() == n, "the engine gives torch its thread count back"
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("winner", "score", "collage", "normalised"):
+        np.testing.assert_array_equal(getattr(runs[3], name), getattr(runs[1], name))
+
+
+def test_tile_workers_runs_torch_on_one_thread_inside_and_counts_nested_users():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with tile_workers(CPU) as outer:
+            assert (outer, torch.get_num_threads()) == (3, 1)
+            with tile_workers(CPU) as inner:  # a second engine in the same process
+                assert inner == 3
+            assert torch.get_num_threads() == 1, "still inside the first"
+        assert torch.get_num_threads() == 3
+        torch.set_num_threads(1)
+        with tile_workers(CPU) as single:
+            assert single == 1  # one tile at a time, on the calling thread
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_stats_independent_of_tile_size(case):

@@ -15,7 +15,10 @@ import: they are imported when a backend is resolved or used.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -24,7 +27,14 @@ import numpy as np
 
 from tilex.errors import DeviceError
 
-__all__ = ["PRECISIONS", "Backend", "parse_device", "resolve_device", "tune_host_allocator"]
+__all__ = [
+    "PRECISIONS",
+    "Backend",
+    "parse_device",
+    "resolve_device",
+    "tile_workers",
+    "tune_host_allocator",
+]
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 """Encoder precisions: ``fp32`` anywhere, ``bf16`` on CPU and CUDA, the rest CUDA only."""
@@ -284,3 +294,48 @@ def release_free_memory() -> bool:
     if _tuned_libc is None:
         return False
     return bool(_tuned_libc.malloc_trim(0))
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0  # engines inside tile_workers() now
+_threads_saved = 0  # torch's thread count before the first of them entered
+
+
+@contextlib.contextmanager
+def tile_workers(backend: Backend) -> Iterator[int]:
+    """How many tiles the CPU encodes at once, each with one torch thread, while inside.
+
+    On the CPU the engine gives every core a tile of its own instead of
+    splitting each tile's convolutions across the cores: torch's thread count
+    (``torch.get_num_threads()``, what ``OMP_NUM_THREADS`` or a cluster
+    worker's setting made it) becomes the number of tiles encoded at once, and
+    torch runs one thread per tile until the last engine inside leaves, when
+    the count is set back. Split convolutions wait for each other at every
+    layer, and on a machine whose cores the readers and the writer share those
+    waits spin: a default 3072^2 run took 20 CPU s with two torch threads and
+    16 with one (``/usr/bin/time tilex run``, 2-core VM). The features are the
+    same bits either way (one tile's sums do not depend on the thread count).
+
+    Yields 1 on a GPU (one device stage encodes, as before) and where torch
+    had a single thread.
+    """
+    global _threads_users, _threads_saved
+    if backend.is_cuda:
+        yield 1
+        return
+    import torch
+
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            if _threads_saved > 1:
+                torch.set_num_threads(1)
+        _threads_users += 1
+        workers = _threads_saved
+    try:
+        yield workers
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0 and _threads_saved > 1:
+                torch.set_num_threads(_threads_saved)

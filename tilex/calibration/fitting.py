@@ -6,7 +6,10 @@ fits is :class:`tilex.calibration.Calibration`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +34,16 @@ from tilex.grid import Region
 from tilex.kernels._numba import njit
 from tilex.stats import MAD_TO_SIGMA
 
-__all__ = ["CACHE_BYTES", "FitSums", "fit", "fit_scan", "fit_squares", "fit_stride"]
+__all__ = ["CACHE_BYTES", "FIT_THREADS", "FitSums", "fit", "fit_scan", "fit_squares", "fit_stride"]
 
 CACHE_BYTES = 256 << 20
 """The fit keeps the squares' features up to this size between its passes, as float32 where
 that is exact (68 bytes a pixel for the colour model of 8 bands: about 3.9 Mpx). A scan fits
 over an evenly spaced subset of the statistics' squares that fits in it
 (:func:`fit_scan`), so each square is read and decoded once, whatever the scan's size."""
+
+FIT_THREADS = 8
+"""At most this many threads compute the squares' sums (their number changes no bit)."""
 
 _SHIFT = 16  # |r| histogram: bits(float32) >> 16, 2**15 bins of relative width 2**-7
 _NBINS = 1 << 15
@@ -85,14 +91,17 @@ class FitSums:
     hist: np.ndarray | None = None
 
     def merge(self, other: FitSums) -> FitSums:
+        merged = FitSums(dict(self.normal), None if self.hist is None else self.hist.copy())
+        merged.update(other)
+        return merged
+
+    def update(self, other: FitSums) -> None:
+        """Add ``other``'s squares to these, in place (the groups must be disjoint)."""
         if self.normal.keys() & other.normal.keys():
             raise ValueError("fit sums of overlapping groups of squares cannot be merged")
-        hist = (
-            other.hist
-            if self.hist is None
-            else self.hist + (other.hist if other.hist is not None else 0)
-        )
-        return FitSums({**self.normal, **other.normal}, hist)
+        self.normal.update(other.normal)
+        if other.hist is not None:  # integer counts: the same whatever the order
+            self.hist = other.hist.copy() if self.hist is None else self.hist + other.hist
 
     def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         xtx = xty = count = None
@@ -210,6 +219,7 @@ def fit(
     groups: int = 1,
     origins: Sequence[tuple[int, int]] | None = None,
     shape: tuple[int, int] | None = None,
+    threads: int | None = None,
 ) -> Calibration:
     """Fit ``spec``'s model to ``(visible [3, h, w], bands [N, h, w])`` squares, robustly.
 
@@ -218,7 +228,10 @@ def fit(
     per pass, so ``squares`` must be a sequence (or a re-iterable). The
     result is the same bits either way. ``groups`` splits the squares into
     that many contiguous groups whose sums are merged, as a cluster would;
-    the result does not depend on it. The flat model needs each square's
+    the result does not depend on it, nor on ``threads`` (default: the CPU
+    count, at most :data:`FIT_THREADS`), the threads that work on the
+    squares (each square's sums are its own; they are added in the squares'
+    order). The flat model needs each square's
     top-left ``origins`` in a scan of ``shape``; without them one square is
     taken as the whole scan.
 
@@ -234,6 +247,7 @@ def fit(
     if not spec.enabled:
         raise ValueError("calibrate='none' fits nothing")
     squares = list(squares) if not isinstance(squares, Sequence) else squares
+    threads = threads or min(FIT_THREADS, os.cpu_count() or 1)
     linearise = spec.visible == "srgb"
     if spec.mode in _SURFACE_MODES and origins is None:
         if len(squares) != 1:
@@ -242,12 +256,14 @@ def fit(
 
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     held = 0
+    lock = threading.Lock()
 
     def features(index: int) -> tuple[np.ndarray, np.ndarray]:
         """``X`` and ``y`` of square ``index``: kept in memory up to CACHE_BYTES, else made again."""
         nonlocal held
-        if index in cache:
-            x, y = cache[index]
+        kept = cache.get(index)
+        if kept is not None:
+            x, y = kept
             return x.astype(np.float64), y.astype(np.float64)
         visible, bands = squares[index]
         place = (origins[index], shape) if spec.mode in _SURFACE_MODES else None  # type: ignore[index]
@@ -257,33 +273,40 @@ def fit(
         # model's luminance is a float64 sum
         kept = (x if spec.mode == "gain" else x.astype(np.float32), y)
         size = kept[0].nbytes + kept[1].nbytes
-        if held + size <= CACHE_BYTES:
-            cache[index] = kept
-            held += size
+        with lock:  # which squares are kept may depend on the threads; their values do not
+            if held + size <= CACHE_BYTES:
+                cache[index] = kept
+                held += size
         return x, y.astype(np.float64)
 
     def one_pass(previous: np.ndarray | None, cutoff: np.ndarray | None, hist: bool) -> FitSums:
-        bounds = np.linspace(0, len(squares), max(1, groups) + 1).astype(int)
-        merged = FitSums()
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):  # each group on its own
+        def group(bound: tuple[int, int]) -> FitSums:
             part = FitSums()
-            for index in range(lo, hi):
+            for index in range(*bound):
                 _accumulate(index, *features(index), previous, cutoff, part, hist)
-            merged = merged.merge(part)
+            return part
+
+        merged = FitSums()
+        for part in pool.map(group, _groups(len(squares), groups, threads)):
+            merged.update(part)
         return merged
 
-    coef, count = _fit_from(one_pass(None, None, False))
-    for _ in range(REFITS):
-        cutoff = _median_cutoff(one_pass(coef, None, True).hist)  # type: ignore[arg-type]
-        refit, kept = _fit_from(one_pass(coef, cutoff, False))
-        ok = kept >= 4 * coef.shape[1]  # too few inliers (an exact fit): keep the previous model
-        coef = np.where(ok[:, None], refit, coef)
-        count = np.where(ok, kept, count)
-    table = None
-    if spec.mode in _TABLE_MODES:
-        # cut the residuals at float32 as predict() adds them: the table sees what a run compares
-        coef = coef.astype(np.float32).astype(np.float64)
-        table = _fit_table(len(squares), features, coef)
+    threads = max(1, min(threads, len(squares)))
+    with ThreadPoolExecutor(threads, thread_name_prefix="tilex-fit") as pool:
+        coef, count = _fit_from(one_pass(None, None, False))
+        for _ in range(REFITS):
+            cutoff = _median_cutoff(one_pass(coef, None, True).hist)  # type: ignore[arg-type]
+            refit, kept = _fit_from(one_pass(coef, cutoff, False))
+            ok = (
+                kept >= 4 * coef.shape[1]
+            )  # too few inliers (an exact fit): keep the previous model
+            coef = np.where(ok[:, None], refit, coef)
+            count = np.where(ok, kept, count)
+        table = None
+        if spec.mode in _TABLE_MODES:
+            # cut the residuals at float32 as predict() adds them: the table sees what a run compares
+            coef = coef.astype(np.float32).astype(np.float64)
+            table = _fit_table(len(squares), features, coef, pool, threads)
     if spec.mode == "gain":
         coef = np.concatenate([coef[:, :1] * np.array(LINEAR_LUMA), coef[:, 1:]], axis=1)
     return Calibration(
@@ -296,7 +319,9 @@ def fit(
     )
 
 
-def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
+def _fit_table(
+    n_squares: int, features: Any, coef: np.ndarray, pool: Any = None, threads: int = 1
+) -> np.ndarray:
     """The colour table ``[N, TABLE_CELLS ** 3]`` (float32) of the model's residuals, robustly.
 
     Per cell and band the residuals' sum and count over the squares, added in
@@ -313,12 +338,20 @@ def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
         x, y = features(index)
         return colour_cells(x[:3]), y - coef @ x
 
+    def each_square(work: Any) -> Iterator[Any]:
+        """``work(index)`` of every square, in the squares' order, on the pool's threads."""
+        if pool is None:
+            return map(work, range(n_squares))
+        per = max(1, -(-n_squares // (4 * threads)))  # a few batches a thread, in order
+        batches = [range(i, min(i + per, n_squares)) for i in range(0, n_squares, per)]
+        return (one for batch in pool.map(lambda b: [work(i) for i in b], batches) for one in batch)
+
     def fit_cells(
         means: np.ndarray | None, cutoff: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The shrunk table and the cells' means, of the residuals within ``cutoff`` of ``means``."""
-        total, count = np.zeros((n_bands, cells)), np.zeros((n_bands, cells))
-        for index in range(n_squares):
+
+        def square(index: int) -> tuple[np.ndarray, np.ndarray]:
             cell, r = residuals(index)
             keep = np.ones(r.shape, bool)
             if means is not None:
@@ -326,17 +359,24 @@ def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
             # one count for all bands (band i's cells offset by i * cells): each cell's
             # residuals are still added in the pixels' order
             index = (cell[None, :] + offsets)[keep]
-            total += np.bincount(index, weights=r[keep], minlength=n_bands * cells).reshape(
-                n_bands, cells
+            return (
+                np.bincount(index, weights=r[keep], minlength=n_bands * cells),
+                np.bincount(index, minlength=n_bands * cells),
             )
-            count += np.bincount(index, minlength=n_bands * cells).reshape(n_bands, cells)
+
+        total, count = np.zeros((n_bands, cells)), np.zeros((n_bands, cells))
+        for part_total, part_count in each_square(square):  # added in the squares' order
+            total += part_total.reshape(n_bands, cells)
+            count += part_count.reshape(n_bands, cells)
         return total / (count + TABLE_SHRINK), total / np.maximum(count, 1)
 
     def spread(means: np.ndarray) -> np.ndarray:
-        hist = None
-        for index in range(n_squares):
+        def square(index: int) -> np.ndarray:
             cell, r = residuals(index)
-            part = _abs_histogram(r - means[:, cell])
+            return _abs_histogram(r - means[:, cell])
+
+        hist = None
+        for part in each_square(square):
             if hist is None:
                 hist = part
             else:
@@ -347,6 +387,17 @@ def _fit_table(n_squares: int, features: Any, coef: np.ndarray) -> np.ndarray:
     for _ in range(REFITS):
         table, means = fit_cells(means, spread(means))
     return table.astype(np.float32)
+
+
+def _groups(n: int, groups: int, threads: int) -> list[tuple[int, int]]:
+    """Contiguous ``(lo, hi)`` runs of ``n`` squares: ``groups`` of them, each cut into a few
+    batches a thread (the sums are per square, so the cut changes no result)."""
+    runs = []
+    bounds = np.linspace(0, n, max(1, groups) + 1).astype(int)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        per = max(1, -(-(hi - lo) // (4 * threads)))
+        runs += [(i, min(i + per, hi)) for i in range(lo, hi, per)]
+    return runs
 
 
 def _fit_from(sums: FitSums) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tilex.device import Backend
+from tilex.device import Backend, tile_workers
 from tilex.errors import ScanError, TileError, TilexError
 from tilex.grid import Tile, TileGrid
 from tilex.plan import FusionSpec, TilingSpec
@@ -223,36 +223,66 @@ class Engine:
     def _stream(
         self, tiles: Iterable[Any], stage: str
     ) -> Iterator[tuple[Any, Any, Any, np.ndarray]]:
-        """Yield ``(tile, g, b, visible)`` with reads running ``depth`` tiles ahead."""
-        read_s = encode_s = 0.0
+        """Yield ``(tile, g, b, visible)`` in order, with tiles prepared ``depth`` ahead.
+
+        On a GPU the pool threads read and this thread encodes, one device
+        stage. On the CPU each pool thread reads *and* encodes its own tile with
+        one torch thread, as many at once as torch had threads
+        (:func:`tilex.device.tile_workers`); this thread then only merges.
+        """
+        wait_s = read_s = encode_s = 0.0
         tiles = iter(tiles)
-        with ThreadPoolExecutor(self.tiling.readers, thread_name_prefix="tilex-read") as pool:
-            pending: deque[tuple[Any, Future]] = deque()
+        with tile_workers(self.backend) as encoders:
+            on_pool = encoders > 1
+            threads = max(self.tiling.readers, encoders if on_pool else 0)
+            ahead = max(self.tiling.depth, threads if on_pool else 0)
+            with ThreadPoolExecutor(threads, thread_name_prefix="tilex-read") as pool:
+                pending: deque[tuple[Any, Future]] = deque()
 
-            def submit() -> None:
-                tile = next(tiles, None)
-                if tile is not None:
-                    pending.append((tile, pool.submit(self._read, tile, stage)))
+                def submit() -> None:
+                    tile = next(tiles, None)
+                    if tile is not None:
+                        pending.append((tile, pool.submit(self._prepare, tile, stage, on_pool)))
 
-            for _ in range(self.tiling.depth):
-                submit()
-            try:
-                while pending:
-                    tile, future = pending.popleft()
+                for _ in range(ahead):
                     submit()
-                    t0 = time.perf_counter()
-                    visible, bands = future.result()
-                    t1 = time.perf_counter()
-                    g, b = self._encode(tile, visible, bands)
-                    encode_s += time.perf_counter() - t1
-                    read_s += t1 - t0
-                    sy, sx = tile.crop
-                    yield tile, g, b, visible[:, sy, sx]
-            finally:
-                for _, future in pending:
-                    future.cancel()
-        self.timings[f"{stage}_read_wait_s"] = read_s
+                try:
+                    while pending:
+                        tile, future = pending.popleft()
+                        submit()
+                        t0 = time.perf_counter()
+                        visible, encoded, took = future.result()
+                        wait_s += time.perf_counter() - t0
+                        read_s += took[0]
+                        if encoded is None:
+                            t1 = time.perf_counter()
+                            encoded = self._encode(tile, *visible)
+                            encode_s += time.perf_counter() - t1
+                            visible = visible[0]
+                        else:
+                            encode_s += took[1]
+                        sy, sx = tile.crop
+                        yield tile, *encoded, visible[:, sy, sx]
+                finally:
+                    for _, future in pending:
+                        future.cancel()
+        self.timings[f"{stage}_read_wait_s"] = wait_s
+        self.timings[f"{stage}_read_s"] = read_s
         self.timings[f"{stage}_encode_s"] = encode_s
+
+    def _prepare(self, tile: Any, stage: str, encode: bool) -> tuple[Any, Any, tuple[float, float]]:
+        """A pool thread's part of a tile: read it, and encode it too when ``encode``.
+
+        Returns ``(visible, (g, b), (read_s, encode_s))``, or ``((visible, bands),
+        None, (read_s, 0))`` for the calling thread to encode.
+        """
+        t0 = time.perf_counter()
+        visible, bands = self._read(tile, stage)
+        t1 = time.perf_counter()
+        if not encode:
+            return (visible, bands), None, (t1 - t0, 0.0)
+        encoded = self._encode(tile, visible, bands)
+        return visible, encoded, (t1 - t0, time.perf_counter() - t1)
 
     def _read(self, tile: Any, stage: str) -> tuple[np.ndarray, np.ndarray]:
         """Read a tile (or a mosaic of statistics squares: it knows how to read itself)."""
