@@ -238,16 +238,35 @@ def preread(scan: Any, tiles: list, backend: Any, readers: int) -> tuple[list, l
     return inputs, gray
 
 
+def as_engine(fn: Any, items: list, backend: Any, split: bool = False) -> list:
+    """``fn(*item)`` for every item, as the engine encodes tiles: on the CPU each of torch's
+    threads takes a tile of its own, one torch thread each (``tilex.device.tile_workers``);
+    ``split``: one tile at a time, its convolutions split across torch's threads."""
+    from tilex.device import tile_workers
+
+    if split:
+        return [fn(*item) for item in items]
+    with tile_workers(backend) as n:
+        if n <= 1:
+            return [fn(*item) for item in items]
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(lambda item: fn(*item), items))
+
+
 def time_encoder(
-    enc: Any, inputs: list, tiles: list, device: str, rss: RssSampler, warm_all: bool
+    enc: Any,
+    inputs: list,
+    tiles: list,
+    backend: Any,
+    rss: RssSampler,
+    warm_all: bool,
+    split: bool = False,
 ) -> tuple[Measure, list]:
     """One synchronised pass over all tiles; returns the measure and the raw outputs."""
-    for v, b in inputs if warm_all else inputs[:1]:  # warm-up (cuDNN, compile per shape)
-        enc.encode(v, b)
-    outputs = []
-    with Measure(device, rss) as m:
-        for v, b in inputs:
-            outputs.append(enc.encode(v, b))
+    # warm-up (cuDNN, compile per shape; on the CPU every thread's first tile)
+    as_engine(enc.encode, inputs if warm_all else inputs[:2], backend, split)
+    with Measure(backend.name, rss) as m:
+        outputs = as_engine(enc.encode, inputs, backend, split)
     return m, outputs
 
 
@@ -255,6 +274,8 @@ def bench_encoder(
     args, backend, tiles, rss, rows, pixels, inputs, ref, save
 ) -> tuple[Any, list | None]:
     """Rows for each variant; returns the reference encoder and its cropped features."""
+    import torch
+
     from tilex.encoder import build_encoder
 
     device = backend.name
@@ -264,7 +285,7 @@ def bench_encoder(
         try:
             enc = build_encoder(device=device, precision=precision, channels_last=cl, compile=comp)
             m, outputs = time_encoder(
-                enc, inputs, tiles, device, rss, warm_all=comp or device != "cpu"
+                enc, inputs, tiles, backend, rss, warm_all=comp or device != "cpu"
             )
         except Exception as err:  # a variant the device or this torch cannot run: report, go on
             print(f"   {name}: skipped ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
@@ -272,6 +293,11 @@ def bench_encoder(
         note = "reference (the engine's)" if ref_enc is None else ""
         rows.append(Row.of(name, pixels, m, note))
         print(f"   {name:<44} {rows[-1].mpx_s:8.3f} Mpx/s  ({m.seconds:.2f} s)", flush=True)
+        if ref_enc is None and not backend.is_cuda and torch.get_num_threads() > 1:
+            # what the engine did before: one tile at a time, split across the threads
+            split, _ = time_encoder(enc, inputs, tiles, backend, rss, warm_all=False, split=True)
+            rows.append(Row.of(f"{name}, tiles split", pixels, split, "each tile on all threads"))
+            print(f"   {rows[-1].name:<44} {rows[-1].mpx_s:8.3f} Mpx/s  ({split.seconds:.2f} s)")
         if ref_enc is None:
             ref_enc = enc
             ref_feats = [
@@ -280,13 +306,10 @@ def bench_encoder(
         del outputs
         save()
     if ref_enc is not None:  # the default run's planes: each band and its prediction
-        import torch
-
-        planes = [torch.cat([b, b]) for _, b in inputs]
-        ref_enc.encode_bands(planes[0])  # warm-up
+        planes = [(torch.cat([b, b]),) for _, b in inputs]
+        as_engine(ref_enc.encode_bands, planes[:2], backend)  # warm-up
         with Measure(device, rss) as m:
-            for p in planes:
-                ref_enc.encode_bands(p)
+            as_engine(ref_enc.encode_bands, planes, backend)
         del planes
         rows.append(Row.of(CALIBRATED_CEILING, pixels, m, "ceiling of the default run"))
         print(f"   {CALIBRATED_CEILING:<44} {rows[-1].mpx_s:8.3f} Mpx/s  ({m.seconds:.2f} s)")
