@@ -310,11 +310,12 @@ def tile_workers(backend: Backend) -> Iterator[int]:
     (``torch.get_num_threads()``, what ``OMP_NUM_THREADS`` or a cluster
     worker's setting made it) becomes the number of tiles encoded at once, and
     torch runs one thread per tile until the last engine inside leaves, when
-    the count is set back. Split convolutions wait for each other at every
-    layer, and on a machine whose cores the readers and the writer share those
-    waits spin: a default 3072^2 run took 20 CPU s with two torch threads and
-    16 with one (``/usr/bin/time tilex run``, 2-core VM). The features are the
-    same bits either way (one tile's sums do not depend on the thread count).
+    the count is set back. Alone the two ways encode equally fast, but split
+    convolutions wait for each other at every layer, and beside the readers,
+    the writer and the merging they cost more CPU: a default 3072^2 ``tilex
+    run`` took 22.6 and 21.4 CPU s with two torch threads and 17.9 with one
+    (``/usr/bin/time``, 2-core VM). The features are the same bits either way
+    (``tests/test_engine.py`` and the golden hashes check it).
 
     Yields 1 on a GPU (one device stage encodes, as before) and where torch
     had a single thread.

@@ -13,15 +13,20 @@ one unit on a cluster worker  one write unit's tiles           :class:`~tilex.en
 
 Stages overlap through bounded queues::
 
-    reader threads --(depth)--> device stage --(depth)--> writer thread --> sink
-    decode tiles ahead          encoder + merger           compress, store
+    pool threads --(depth)--> calling thread --(depth)--> writer thread --> sink
+    decode tiles ahead        (GPU: encoder) + merger     compress, store
+    (CPU: and encode them)
 
-The reader threads call :meth:`tilex.scan.Scan.read_region` for the tiles
-ahead of the device stage (decoders release the GIL); the device stage (the
-calling thread) runs the encoder and hands each tile's features to the merger;
-one writer thread hands the merger's results to the sink. At most ``depth``
-tiles wait in each queue, so memory is bounded by the tile size and the queue
-depth, never by the scan size. CPU and GPU share this code; only the
+The pool threads call :meth:`tilex.scan.Scan.read_region` for the tiles
+ahead of the calling thread (decoders release the GIL). On a GPU the calling
+thread is the device stage: it runs the encoder and hands each tile's
+features to the merger. On the CPU each pool thread encodes the tile it read,
+with one torch thread, as many tiles at once as torch had threads
+(:func:`tilex.device.tile_workers`), and the calling thread only merges, in
+the tiles' order. One writer thread hands the merger's results to the sink.
+At most ``depth`` tiles (on the CPU at least one per encoding thread) wait in
+each queue, so memory is bounded by the tile size and the queue depth, never
+by the scan size. CPU and GPU share this code; only the
 :class:`tilex.device.Backend` value differs.
 
 With a :class:`~tilex.calibration.Calibration` the device stage encodes, for
