@@ -101,6 +101,42 @@ def test_predict_equals_the_numpy_sum_term_by_term():
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+@pytest.mark.parametrize("mode", ["gain", "affine", "flat", "colour", "registered"])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (2, 1), (2, 2), (7, 3)])
+def test_every_model_predicts_its_numpy_terms_bit_for_bit_on_any_region_shape(mode, hw):
+    """The compiled prediction builds each row's terms itself; on regions one or two pixels
+    wide (one-sided gradients) and for every model it must give NumPy's sum's bits."""
+    h, w = hw
+    rng = np.random.default_rng(hash((mode, hw)) % 2**32)
+    visible = rng.random((3, h, w), dtype=np.float32) * np.float32(1.2)  # a few out of range
+    k = {"gain": 4, "affine": 4, "flat": 9, "colour": 9, "registered": 15}[mode]
+    coefficients = tuple(tuple(rng.normal(size=k).tolist()) for _ in range(2))
+    spatial = mode in ("flat", "colour", "registered")
+    table = None
+    if mode in ("colour", "registered"):
+        table = tuple(tuple(rng.normal(size=calibration.TABLE_CELLS**3).tolist()) for _ in range(2))
+    shape = (40, 30) if spatial else None
+    cal = Calibration(mode, False, coefficients, shape=shape, table=table)
+    places = tuple(np.mgrid[11 : 11 + h, 5 : 5 + w]) if spatial else None
+    rgb = visible
+    terms: tuple = ()
+    if spatial:
+        terms = calibration.surface_terms(*places, shape)
+    if mode == "registered":
+        terms = (*terms, *calibration.gradient_terms(rgb))
+    got = cal.predict(visible, places)
+    for i, (r, g, b, c, *rest) in enumerate(coefficients):
+        want = np.float32(r) * rgb[0]
+        want += np.float32(g) * rgb[1]
+        want += np.float32(b) * rgb[2]
+        want += np.float32(c)
+        for q, term in zip(rest, terms, strict=True):
+            want += np.float32(q) * term
+        if table is not None:
+            want += np.float32(table[i])[calibration.colour_cells(rgb)]
+        assert np.array_equal(got[i].view(np.uint32), want.view(np.uint32))
+
+
 def test_robust_refits_beat_a_plain_fit_with_outliers(monkeypatch):
     rng = np.random.default_rng(0)
     squares = []

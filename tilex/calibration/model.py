@@ -208,47 +208,93 @@ def _differences(a: np.ndarray) -> np.ndarray:
 
 
 @njit
-def _combine(
-    coef: np.ndarray, features: np.ndarray, out: np.ndarray
-) -> None:  # pragma: no cover (compiled; tested through predict)
-    """``out[i] = c_i0 f_0 + c_i1 f_1 + c_i2 f_2 + c_i3 + c_i4 f_3 + ...`` per pixel, in float32.
+def _predict(
+    coef: np.ndarray,
+    rgb: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    shape: tuple[int, int],
+    surface: bool,
+    gradients: bool,
+    table: np.ndarray,
+    use_table: bool,
+    out: np.ndarray,
+) -> None:  # pragma: no cover (compiled; tested through predict against the NumPy terms)
+    """:meth:`Calibration.predict` of linear ``rgb [3, h, w]`` into ``out [N, h, w]``, a row at a time.
 
-    ``features [k - 1, h, w]`` are R, G, B and then the other terms; the
-    products and sums are taken one at a time in this order (the tilex Numba
-    preset: no reassociation, no FMA), so a pixel gets the same bits as NumPy's
-    ``p = c0 * R; p += c1 * G; ...`` and wherever the region lies.
+    Each row's terms are those of :func:`surface_terms` (from the pixels'
+    scan ``rows`` and ``cols``), :func:`gradient_terms` and
+    :func:`colour_cells`, computed with the same operations, without a
+    full-size array per term. Band ``i`` is then ``c_i0 R + c_i1 G + c_i2 B +
+    c_i3 + c_i4 t_4 + ...`` in float32, the products and sums taken one at a
+    time in this order (the tilex Numba preset: no reassociation, no FMA), plus
+    its colour-table cell: the same bits as NumPy's ``p = c0 * R; p += c1 * G;
+    ...`` and wherever the region lies. Rows are summed term by term, so the
+    inner loops are contiguous and vectorised.
     """
     n_bands, k = coef.shape
-    _, h, w = features.shape
-    for i in range(n_bands):
-        for y in range(h):
-            row = out[i, y]  # one row at a time, term by term: contiguous, vectorised loops
+    h, w = rgb.shape[1], rgb.shape[2]
+    height, width = shape
+    half = np.float32(0.5)
+    terms = np.zeros((k - 1, w), np.float32)  # R, G, B, then the other terms, of one row
+    cells = np.zeros(w, np.int64)
+    for y in range(h):
+        for c in range(3):
+            for x in range(w):
+                terms[c, x] = rgb[c, y, x]
+        if surface:
+            for x in range(w):
+                u = np.float32((2.0 * np.float64(cols[y, x]) + 1.0) / width - 1.0)
+                v = np.float32((2.0 * np.float64(rows[y, x]) + 1.0) / height - 1.0)
+                terms[3, x] = u
+                terms[4, x] = v
+                terms[5, x] = u * u
+                terms[6, x] = u * v
+                terms[7, x] = v * v
+        if gradients:
+            for c in range(3):
+                dx, dy = terms[8 + c], terms[11 + c]
+                if w > 1:
+                    dx[0] = rgb[c, y, 1] - rgb[c, y, 0]
+                    for x in range(1, w - 1):
+                        dx[x] = (rgb[c, y, x + 1] - rgb[c, y, x - 1]) * half
+                    dx[w - 1] = rgb[c, y, w - 1] - rgb[c, y, w - 2]
+                if h > 1:
+                    if y == 0:
+                        for x in range(w):
+                            dy[x] = rgb[c, 1, x] - rgb[c, 0, x]
+                    elif y == h - 1:
+                        for x in range(w):
+                            dy[x] = rgb[c, h - 1, x] - rgb[c, h - 2, x]
+                    else:
+                        for x in range(w):
+                            dy[x] = (rgb[c, y + 1, x] - rgb[c, y - 1, x]) * half
+        if use_table:
+            for x in range(w):
+                cell = 0
+                for c in range(3):
+                    i = np.floor(np.float64(rgb[c, y, x]) * TABLE_CELLS)
+                    i = min(max(i, 0.0), TABLE_CELLS - 1.0)
+                    cell = cell * TABLE_CELLS + np.int64(i)
+                cells[x] = cell
+        for i in range(n_bands):
+            row = out[i, y]
             c0, c1, c2, c3 = coef[i, 0], coef[i, 1], coef[i, 2], coef[i, 3]
             for x in range(w):
-                row[x] = c0 * features[0, y, x]
+                row[x] = c0 * terms[0, x]
             for x in range(w):
-                row[x] += c1 * features[1, y, x]
+                row[x] += c1 * terms[1, x]
             for x in range(w):
-                row[x] += c2 * features[2, y, x]
+                row[x] += c2 * terms[2, x]
             for x in range(w):
                 row[x] += c3
             for q in range(4, k):
                 cq = coef[i, q]
                 for x in range(w):
-                    row[x] += cq * features[q - 1, y, x]
-
-
-@njit
-def _combine_table(
-    coef: np.ndarray, features: np.ndarray, table: np.ndarray, cells: np.ndarray, out: np.ndarray
-) -> None:  # pragma: no cover (compiled; tested through predict)
-    """:func:`_combine`, then each pixel's colour-table value ``table[i, cells]`` added."""
-    _combine(coef, features, out)
-    n_bands, h, w = out.shape
-    for i in range(n_bands):
-        for y in range(h):
-            for x in range(w):
-                out[i, y, x] += table[i, cells[y, x]]
+                    row[x] += cq * terms[q - 1, x]
+            if use_table:
+                for x in range(w):
+                    row[x] += table[i, cells[x]]
 
 
 @dataclass(frozen=True)
@@ -307,26 +353,30 @@ class Calibration:
         region it is read in.
         """
         rgb = srgb_to_linear(visible) if self.linearised else np.asarray(visible, np.float32)
-        terms: tuple[np.ndarray, ...] = ()
+        h, w = rgb.shape[1:]
+        rows = cols = np.zeros((1, 1), np.int64)  # unused without the surface
         if self.spatial:
-            if places is None and self.shape == tuple(rgb.shape[1:]):
-                places = tuple(np.mgrid[: rgb.shape[1], : rgb.shape[2]])  # type: ignore[assignment]
+            if places is None and self.shape == (h, w):
+                places = tuple(np.mgrid[:h, :w])  # type: ignore[assignment]
             if places is None or self.shape is None:
                 raise ValueError(
                     "the flat calibration predicts from the pixels' places in the scan"
                 )
-            terms = surface_terms(*places, self.shape)
-            if self.mode == "registered":
-                terms = (*terms, *gradient_terms(rgb))
-        features = np.stack([rgb[0], rgb[1], rgb[2], *terms]) if terms else rgb
-        out = np.empty((self.n_bands, *rgb.shape[1:]), np.float32)
-        if self._table is None:
-            _combine(self._coefficients, np.ascontiguousarray(features), out)
-        else:
-            cells = colour_cells(rgb)
-            _combine_table(
-                self._coefficients, np.ascontiguousarray(features), self._table, cells, out
-            )
+            rows, cols = (np.broadcast_to(np.asarray(p, np.int64), (h, w)) for p in places)
+        out = np.empty((self.n_bands, h, w), np.float32)
+        table = self._table
+        _predict(
+            self._coefficients,
+            np.ascontiguousarray(rgb, np.float32),
+            rows,
+            cols,
+            self.shape or (1, 1),
+            self.spatial,
+            self.mode == "registered",
+            table if table is not None else np.zeros((1, 1), np.float32),
+            table is not None,
+            out,
+        )
         return out
 
     @cached_property
