@@ -297,9 +297,8 @@ def fit(
         for _ in range(REFITS):
             cutoff = _median_cutoff(one_pass(coef, None, True).hist)  # type: ignore[arg-type]
             refit, kept = _fit_from(one_pass(coef, cutoff, False))
-            ok = (
-                kept >= 4 * coef.shape[1]
-            )  # too few inliers (an exact fit): keep the previous model
+            # too few inliers (an exact fit): keep the previous model
+            ok = kept >= 4 * coef.shape[1]
             coef = np.where(ok[:, None], refit, coef)
             count = np.where(ok, kept, count)
         table = None
@@ -342,9 +341,10 @@ def _fit_table(
         """``work(index)`` of every square, in the squares' order, on the pool's threads."""
         if pool is None:
             return map(work, range(n_squares))
-        per = max(1, -(-n_squares // (4 * threads)))  # a few batches a thread, in order
-        batches = [range(i, min(i + per, n_squares)) for i in range(0, n_squares, per)]
-        return (one for batch in pool.map(lambda b: [work(i) for i in b], batches) for one in batch)
+        batches = pool.map(
+            lambda run: [work(i) for i in range(*run)], _groups(n_squares, 1, threads)
+        )
+        return (one for batch in batches for one in batch)
 
     def fit_cells(
         means: np.ndarray | None, cutoff: np.ndarray | None

@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -256,16 +256,17 @@ class Engine:
                         tile, future = pending.popleft()
                         submit()
                         t0 = time.perf_counter()
-                        visible, encoded, took = future.result()
+                        ready: _Prepared = future.result()
                         wait_s += time.perf_counter() - t0
-                        read_s += took[0]
-                        if encoded is None:
+                        read_s += ready.read_s
+                        encoded = ready.encoded
+                        if encoded is None:  # the device stage: this thread encodes
                             t1 = time.perf_counter()
-                            encoded = self._encode(tile, *visible)
+                            encoded = self._encode(tile, ready.visible, ready.bands)
                             encode_s += time.perf_counter() - t1
-                            visible = visible[0]
                         else:
-                            encode_s += took[1]
+                            encode_s += ready.encode_s
+                        visible = ready.visible
                         sy, sx = tile.crop
                         yield tile, *encoded, visible[:, sy, sx]
                 finally:
@@ -275,19 +276,15 @@ class Engine:
         self.timings[f"{stage}_read_s"] = read_s
         self.timings[f"{stage}_encode_s"] = encode_s
 
-    def _prepare(self, tile: Any, stage: str, encode: bool) -> tuple[Any, Any, tuple[float, float]]:
-        """A pool thread's part of a tile: read it, and encode it too when ``encode``.
-
-        Returns ``(visible, (g, b), (read_s, encode_s))``, or ``((visible, bands),
-        None, (read_s, 0))`` for the calling thread to encode.
-        """
+    def _prepare(self, tile: Any, stage: str, encode: bool) -> _Prepared:
+        """A pool thread's part of a tile: read it, and encode it too when ``encode``."""
         t0 = time.perf_counter()
         visible, bands = self._read(tile, stage)
         t1 = time.perf_counter()
         if not encode:
-            return (visible, bands), None, (t1 - t0, 0.0)
+            return _Prepared(visible, bands, None, t1 - t0, 0.0)
         encoded = self._encode(tile, visible, bands)
-        return visible, encoded, (t1 - t0, time.perf_counter() - t1)
+        return _Prepared(visible, None, encoded, t1 - t0, time.perf_counter() - t1)
 
     def _read(self, tile: Any, stage: str) -> tuple[np.ndarray, np.ndarray]:
         """Read a tile (or a mosaic of statistics squares: it knows how to read itself)."""
@@ -328,6 +325,16 @@ class Engine:
                     tile=tile,
                 ) from err
             raise TileError(f"{tile.describe()}: encoding failed: {err}", tile=tile) from err
+
+
+class _Prepared(NamedTuple):
+    """A tile as a pool thread hands it over: read, and encoded unless ``encoded`` is None."""
+
+    visible: np.ndarray
+    bands: np.ndarray | None  # dropped once encoded
+    encoded: tuple[Any, Any] | None  # (g, b), cut to the tile's crop
+    read_s: float
+    encode_s: float
 
 
 def _places(tile: Any) -> tuple[np.ndarray, np.ndarray]:
