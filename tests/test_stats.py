@@ -28,6 +28,7 @@ from tilex.stats import (
     AUTO_FRACTION,
     AUTO_MIN_BLOCKS,
     BLOCK,
+    EVIDENCE_BINS,
     SCORE_BINS,
     BandStats,
     Found,
@@ -347,6 +348,39 @@ def test_found_adds_up_over_regions_and_says_what_was_flagged():
     assert f"band {best!r} wins" in whole.describe(("a", "b", "c"))
     empty = Found.of(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), 3)
     assert empty.describe(("a", "b", "c")) == "nothing flagged"
+
+
+def test_found_counts_what_numpy_counts_on_the_edges_and_outside_them():
+    """Found.of counts in one compiled pass; the oracle is the NumPy it replaced:
+    bincount, np.histogram of the flagged scores and searchsorted of the evidence."""
+    edges = np.concatenate(
+        [
+            (np.arange(EVIDENCE_BINS + 1) / EVIDENCE_BINS).astype(np.float32),
+            np.histogram_bin_edges(np.zeros(1, np.float32), SCORE_BINS, (0.0, 1.0)),
+        ]
+    )
+    special = np.concatenate(
+        [
+            edges,
+            np.nextafter(edges, np.float32(-1)),
+            np.nextafter(edges, np.float32(2)),
+            np.array([-0.0, -1.0, 1.5, np.inf, -np.inf, np.nan], np.float32),
+        ]
+    )
+    rng = np.random.default_rng(11)
+    values = np.concatenate([special, rng.random(4000, dtype=np.float32) * np.float32(1.2)])
+    rng.shuffle(values)
+    score = values.reshape(-1, 4)
+    evidence = rng.permutation(values).reshape(-1, 4)
+    winner = rng.integers(0, 4, score.shape).astype(np.uint8)
+    found = Found.of(score, winner, 3, evidence)
+    assert found.winners == tuple(np.bincount(winner.ravel(), minlength=4).tolist())
+    flagged = score[winner > 0]
+    assert found.histogram == tuple(np.histogram(flagged, SCORE_BINS, (0.0, 1.0))[0].tolist())
+    grid = (np.arange(EVIDENCE_BINS + 1) / EVIDENCE_BINS).astype(np.float32)
+    index = np.clip(np.searchsorted(grid, evidence.ravel(), "left") - 1, 0, EVIDENCE_BINS - 1)
+    assert found.evidence == tuple(np.bincount(index, minlength=EVIDENCE_BINS).tolist())
+    assert Found.of(score, winner, 3).evidence == ()
 
 
 def test_found_reads_the_share_flagged_at_any_grid_threshold_from_the_evidence():

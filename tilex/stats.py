@@ -321,6 +321,10 @@ EVIDENCE_BINS = 100
 """Bins of the evidence histogram in :class:`Found` (0.01 wide over [0, 1]): the step of a threshold."""
 
 
+_SCORE_EDGES = np.histogram_bin_edges(np.zeros(1, np.float32), SCORE_BINS, (0.0, 1.0))
+_EVIDENCE_EDGES = (np.arange(EVIDENCE_BINS + 1) / EVIDENCE_BINS).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Found:
     """What a run flagged: a mergeable summary of its score and winner maps.
@@ -359,19 +363,23 @@ class Found:
         n_bands: int,
         evidence: np.ndarray | None = None,
     ) -> Found:
-        """The summary of one region's ``score`` and ``winner`` maps (and its ``evidence``)."""
-        winner = np.asarray(winner)
-        winners = np.bincount(winner.ravel(), minlength=n_bands + 1)
-        flagged = np.asarray(score).reshape(winner.shape)[winner > 0]  # score: [h, w] or [1, h, w]
-        counts, _ = np.histogram(flagged, bins=SCORE_BINS, range=(0.0, 1.0))
-        spread: tuple[int, ...] = ()
-        if evidence is not None:
-            # bin k holds (edge k, edge k + 1] at float32 edges, as the kernels compare
-            edges = (np.arange(EVIDENCE_BINS + 1) / EVIDENCE_BINS).astype(np.float32)
-            values = np.asarray(evidence, np.float32).ravel()
-            index = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, EVIDENCE_BINS - 1)
-            spread = tuple(int(v) for v in np.bincount(index, minlength=EVIDENCE_BINS))
-        return cls(tuple(int(v) for v in winners), tuple(int(v) for v in counts), spread)
+        """The summary of one region's ``score`` and ``winner`` maps (and its ``evidence``).
+
+        ``histogram`` bins the flagged pixels' scores as ``np.histogram(...,
+        SCORE_BINS, (0, 1))`` does; evidence bin ``k`` holds (edge ``k``, edge
+        ``k + 1``] at float32 edges, as the kernels compare. Counted in one
+        compiled pass (:mod:`tilex._found`), the same integers as NumPy's.
+        """
+        from tilex._found import found_counts
+
+        winners, counts, spread = found_counts(
+            score, winner, n_bands, evidence, _SCORE_EDGES, _EVIDENCE_EDGES
+        )
+        return cls(
+            tuple(int(v) for v in winners),
+            tuple(int(v) for v in counts),
+            () if spread is None else tuple(int(v) for v in spread),
+        )
 
     def merge(self, other: Found) -> Found:
         return Found(
