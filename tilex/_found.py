@@ -25,6 +25,10 @@ def found_counts(
     ``searchsorted(evidence_edges, v, "left") - 1``, clipped to the bins.
     """
     winner = np.ascontiguousarray(winner).reshape(-1)
+    if winner.dtype == np.bool_:
+        winner = winner.view(np.uint8)
+    if winner.dtype.kind != "u":
+        raise TypeError(f"winner must hold unsigned labels, got {winner.dtype}")
     score = np.ascontiguousarray(score, np.float32).reshape(-1)
     if score.size != winner.size:
         raise ValueError(f"score has {score.size} pixels, winner {winner.size}")
@@ -40,7 +44,7 @@ def found_counts(
             raise ValueError(f"evidence has {values.size} pixels, winner {winner.size}")
     _counts(
         score,
-        winner.astype(np.int64, copy=False),
+        winner,
         values,
         np.asarray(score_edges, np.float32),
         np.asarray(evidence_edges, np.float32),
