@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tilex._version import __version__
-from tilex.device import Backend, resolve_device
+from tilex.device import Backend, release_free_memory, resolve_device
 from tilex.engine import Engine, Progress, fit_tile, measure_statistics
 from tilex.errors import PlanError, ScanError
 from tilex.estimate import log_work_ahead, tile_advice
@@ -160,6 +160,7 @@ def run(
         encoder = build_encoder(plan.weights, backend)
         plan = _resolve(plan, backend, encoder, tuple(scan.shape), scan.n_bands, sink.write_unit)
         calibration = _calibrate(scan, plan, out_path, fitted)
+        release_free_memory()  # what the fit's threads freed, before the passes fill theirs
         engine = Engine(
             scan,
             encoder,
@@ -230,6 +231,7 @@ def run(
         if plan.needs_statistics:
             stats = saved or reused or _measure(engine, plan, sink)
             info = replace(info, stats=stats.to_dict())  # saved in OUT as the main pass opens it
+            release_free_memory()  # the statistics pass's, before the first unit fills
         engine.run(sink, info, stats, skip=skip)
         return report(stats, dict(engine.timings, total_s=time.perf_counter() - started))
 
