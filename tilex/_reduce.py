@@ -10,6 +10,8 @@ values.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from tilex.kernels._numba import njit
@@ -17,71 +19,57 @@ from tilex.kernels._numba import njit
 __all__ = ["mean_uint8", "mode"]
 
 
-def _planes(a: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    lead = a.shape[:-2]
-    return np.ascontiguousarray(a).reshape(-1, *a.shape[-2:]), lead
-
-
-def _out(planes: np.ndarray) -> np.ndarray:
-    n, h, w = planes.shape
-    return np.empty((n, -(-h // 2), -(-w // 2)), np.uint8)
-
-
 def mean_uint8(a: np.ndarray) -> np.ndarray:
     """:func:`tilex.pyramid.reduce_mean_uint8` of a uint8 array."""
-    planes, lead = _planes(a)
-    out = _out(planes)
-    _mean_uint8(planes, out)
-    return out.reshape(*lead, *out.shape[1:])
+    return _apply(_mean_uint8, a)
 
 
 def mode(labels: np.ndarray) -> np.ndarray:
     """:func:`tilex.pyramid.reduce_mode` of uint8 labels."""
-    planes, lead = _planes(labels)
-    out = _out(planes)
-    _mode(planes, out)
+    return _apply(_mode, labels)
+
+
+def _apply(kernel: Any, a: np.ndarray) -> np.ndarray:
+    """``kernel`` over ``a [..., h, w]`` as ``[n, h, w]`` planes; the result keeps the lead axes."""
+    lead, (h, w) = a.shape[:-2], a.shape[-2:]
+    planes = np.ascontiguousarray(a).reshape(-1, h, w)
+    out = np.empty((planes.shape[0], -(-h // 2), -(-w // 2)), np.uint8)
+    kernel(planes, out)
     return out.reshape(*lead, *out.shape[1:])
 
 
 @njit
+def _block(a, c, i, j):  # pragma: no cover (compiled)
+    """The 2x2 block ``(i, j)`` of plane ``c``: ``a00, a01, a10, a11`` (0 beyond an odd edge)
+    and how many of them exist."""
+    h, w = a.shape[1], a.shape[2]
+    y, x = 2 * i, 2 * j
+    two_rows, two_cols = y + 1 < h, x + 1 < w
+    a00 = np.int32(a[c, y, x])
+    a01 = np.int32(a[c, y, x + 1]) if two_cols else np.int32(0)
+    a10 = np.int32(a[c, y + 1, x]) if two_rows else np.int32(0)
+    a11 = np.int32(a[c, y + 1, x + 1]) if two_rows and two_cols else np.int32(0)
+    return a00, a01, a10, a11, (2 if two_rows else 1) * (2 if two_cols else 1)
+
+
+@njit
 def _mean_uint8(a, out):  # pragma: no cover (compiled; tested against the NumPy formulas)
-    n, h, w = a.shape
-    for c in range(n):
+    for c in range(out.shape[0]):
         for i in range(out.shape[1]):
-            y = 2 * i
-            two_rows = y + 1 < h
             for j in range(out.shape[2]):
-                x = 2 * j
-                two_cols = x + 1 < w
-                total = np.int32(a[c, y, x])
-                count = 1
-                if two_rows:
-                    total += a[c, y + 1, x]
-                    count = 2
-                if two_cols:
-                    total += a[c, y, x + 1]
-                    if two_rows:
-                        total += a[c, y + 1, x + 1]
-                    count *= 2
+                a00, a01, a10, a11, count = _block(a, c, i, j)
+                total = a00 + a01 + a10 + a11
                 # round(total / count) half up, in integers
                 out[c, i, j] = np.uint8((2 * total + count) // (2 * count))
 
 
 @njit
 def _mode(a, out):  # pragma: no cover (compiled; tested against the NumPy formulas)
-    n, h, w = a.shape
     v = np.zeros(4, np.int32)
-    for c in range(n):
+    for c in range(out.shape[0]):
         for i in range(out.shape[1]):
-            y = 2 * i
-            two_rows = y + 1 < h
             for j in range(out.shape[2]):
-                x = 2 * j
-                two_cols = x + 1 < w
-                v[0] = a[c, y, x]
-                v[1] = a[c, y, x + 1] if two_cols else 0
-                v[2] = a[c, y + 1, x] if two_rows else 0
-                v[3] = a[c, y + 1, x + 1] if two_rows and two_cols else 0
+                v[0], v[1], v[2], v[3], _ = _block(a, c, i, j)
                 best = 0
                 for p in range(4):
                     if v[p] > 0:
