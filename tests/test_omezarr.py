@@ -18,6 +18,7 @@ import zarr
 import zarr.storage
 
 from tilex.errors import OutputError, OutputExistsError
+from tilex.grid import Tile
 from tilex.omezarr import Compression, LayoutSpec, OmeZarrSink, SinkState, UnitSink, open_output
 from tilex.pyramid import level_shapes, reduce_mean, reduce_mean_uint8, reduce_mode
 from tilex.sink import MemorySink, Prepared, ResumableSink, RunInfo, RunResults, Sink, TileResult
@@ -382,6 +383,41 @@ def test_a_cascade_of_parents_frees_each_unit_once_it_is_written(tmp_path, monke
     score = open_output(tmp_path / "OUT")["score"].levels
     np.testing.assert_array_equal(score[0][0], result["score"])
     np.testing.assert_array_equal(score[4][0], reduce_mean(reduce_mean(score[2][0])))
+
+
+def test_a_resume_writes_its_orphan_parents_before_the_first_tile(tmp_path):
+    """A parent whose children were all written before a kill, but not itself, is an orphan:
+    the resumed run rebuilds it from its children read back, and finishes writing it
+    before the first tile arrives, so its buffers never add to the first unit's."""
+    unit, chunk = 256, 128
+    shape = (2 * unit, 4 * unit)  # level 0: 2 x 4 units; level 1: 1 x 2
+    result = make_result(shape, 1, len(BANDS), seed=4)
+    path = tmp_path / "OUT"
+    tiles = list(tiles_in_unit_order(result, unit, tile=200))
+    killed = OmeZarrSink(path, unit=unit, chunk=chunk, compressor=Compression("lz4", 1))
+    killed.open(run_info(shape, channels=1))
+    for t in tiles:
+        if t.region[2] >= 2 * unit:  # the first four units (Morton order) complete L1 (0, 0)
+            break
+        killed.write(t)
+    killed._stream._drain(0)
+    killed.abort()
+    (path / ".journal" / "L1-0-0").unlink()  # as if killed before the parent's marker
+
+    resumed = OmeZarrSink(
+        path, unit=unit, chunk=chunk, compressor=Compression("lz4", 1), resume=True
+    )
+    resumed.open(run_info(shape, channels=1))
+    assert resumed._stream._pending == []  # the orphan's write is done, not in flight
+    assert (path / ".journal" / "L1-0-0").is_file()
+    rest = [t for t in tiles if not resumed.skip(Tile(0, 0, t.region, t.region))]
+    assert len(rest) == len(tiles) // 2
+    for t in rest:
+        resumed.write(t)
+    resumed.close()
+    score = open_output(path)["score"].levels
+    np.testing.assert_array_equal(score[0][0], result["score"])
+    np.testing.assert_array_equal(score[1][0], reduce_mean(result["score"]))
 
 
 def test_abort_leaves_an_incomplete_output(tmp_path):

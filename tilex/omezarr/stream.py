@@ -105,6 +105,10 @@ class PyramidStream:
                     continue
                 if all(c in self._restored[level - 1] for c in self.grid.children(level, index)):
                     self._complete(self._assemble(level, index))
+        # written and freed before the first tile: the orphans' read-backs and buffers would
+        # otherwise overlap the first level-0 unit filling (a peak only a resume had)
+        self._drain(0)
+        release_free_memory()
 
     # -- out ------------------------------------------------------------------
 
