@@ -60,7 +60,7 @@ _TILE_HELP = (
     "--stats-sample",
     type=float,
     default=None,
-    help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 squares of 64 px; 1 = every pixel).",
+    help="Fraction (0, 1] of the scan measured for the statistics (default 0.05, at least 64 and at most 4096 squares of 64 px; 1 = every pixel).",
 )
 @click.option(
     "--stats-from",

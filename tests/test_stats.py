@@ -26,6 +26,7 @@ from tilex import kernels
 from tilex.errors import OutputError, PlanError, UsageError
 from tilex.stats import (
     AUTO_FRACTION,
+    AUTO_MAX_BLOCKS,
     AUTO_MIN_BLOCKS,
     BLOCK,
     EVIDENCE_BINS,
@@ -126,6 +127,9 @@ def blocks_of(shape: tuple[int, int], block: int = BLOCK) -> int:
         ((640, 640), 0.64),  # 100 squares: 64 of them
         ((2560, 2560), 0.05),  # 1600 squares: 5 % is 80 >= 64
         ((8192, 8192), AUTO_FRACTION),
+        ((18304, 18304), AUTO_FRACTION),  # 81796 squares: 4090 of them, under the cap
+        ((18432, 18432), 4096 / 82944),  # 82944 squares: 5 % would be 4148
+        ((32768, 32768), 4096 / 262144),  # 1 Gpx: 1.56 %
     ],
 )
 def test_auto_fraction(shape, fraction):
@@ -142,6 +146,19 @@ def test_auto_sample_is_five_percent_and_at_least_64_squares(shape):
     assert AUTO_FRACTION <= fraction <= 1.0
     assert picked >= min(AUTO_MIN_BLOCKS, n)
     assert picked == max(math.ceil(AUTO_FRACTION * n - 1e-9), min(AUTO_MIN_BLOCKS, n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.tuples(st.integers(1, 60_000), st.integers(1, 60_000)))
+def test_auto_sample_stops_growing_at_the_cap(shape):
+    """Up to 5 % of the squares, never fewer than 64 nor more than 4096 (a count, not a share)."""
+    n = blocks_of(shape)
+    fraction = StatsSpec().fraction_for(shape)
+    expected = max(
+        min(math.ceil(AUTO_FRACTION * n - 1e-9), AUTO_MAX_BLOCKS), min(AUTO_MIN_BLOCKS, n)
+    )
+    assert fraction <= max(AUTO_FRACTION, AUTO_MIN_BLOCKS / n)
+    assert len(sample_regions(shape, fraction)) == expected
 
 
 # --------------------------------------------------------------------------- sample_regions

@@ -39,10 +39,11 @@ spread evenly over the painting (its statistics vary from place to place) and
 depends only on the scan size, never on the tiling. Each square is read with
 its halo, so its ``d`` values equal those of the full pass.
 
-The default (``sample=None``) measures 5% of the scan in 64 px squares, and at
-least 64 squares (everything on a scan of at most 64 squares). Squares of
-64 px cost 1.4x their area in encoder work (the halo), so the pass adds about
-7% to a large run. Measured by ``benchmarks/bench_stats.py`` on an 8192 px
+The default (``sample=None``) measures 5% of the scan in 64 px squares, at
+least 64 squares (everything on a scan of at most 64 squares) and at most
+4096 (:data:`AUTO_MAX_BLOCKS`: from 335 Mpx up the pass costs the same
+whatever the scan's size). Squares of 64 px cost 1.4x their area in encoder
+work (the halo), so the pass adds about 7% to a run of up to 335 Mpx. Measured by ``benchmarks/bench_stats.py`` on an 8192 px
 synthetic scan (pixel features), against every pixel: ``hi`` within 1.4% of
 the range and 1.3% of winners changed at 5%; 0.4% and 0.4% at 10%. Smaller
 squares spread the same work over more places and win over larger ones
@@ -70,6 +71,7 @@ from tilex.omezarr.format import read_manifest
 __all__ = [
     "AUTO_FRACTION",
     "ABS_FLOOR",
+    "AUTO_MAX_BLOCKS",
     "AUTO_MIN_BLOCKS",
     "BLOCK",
     "MAD_TO_SIGMA",
@@ -98,6 +100,15 @@ AUTO_FRACTION = 0.05
 
 AUTO_MIN_BLOCKS = 64
 """With ``sample=None`` (auto), at least this many blocks (or all) on small scans."""
+
+AUTO_MAX_BLOCKS = 4096
+"""With ``sample=None`` (auto), at most this many blocks (16.8 Mpx) on large scans.
+
+How well a sample estimates a median, a spread or a percentile depends on how many
+squares it holds, not on what share of the scan they are: the auto sample of an
+8192^2 scan holds 820 and this cap five times that. Above 335 Mpx the 5 % would be
+more, and the statistics pass (and the calibration's reads) would keep growing
+with the scan; with the cap they stop there."""
 
 BLOCK = 64
 """Side of the sampled squares, px (small squares spread the sample over more places)."""
@@ -129,7 +140,7 @@ class StatsSpec:
     """How the statistics pass measures ``[lo_i, hi_i]``."""
 
     clip: tuple[float, float] = (1.0, 99.0)
-    sample: float | None = None  # None: AUTO_FRACTION, at least AUTO_MIN_BLOCKS blocks
+    sample: float | None = None  # None: AUTO_FRACTION, within AUTO_MIN/MAX_BLOCKS blocks
     block: int = BLOCK
 
     def __post_init__(self) -> None:
@@ -143,7 +154,7 @@ class StatsSpec:
         if self.sample is not None:
             return self.sample
         blocks = -(-shape[0] // self.block) * -(-shape[1] // self.block)
-        return min(1.0, max(AUTO_FRACTION, AUTO_MIN_BLOCKS / blocks))
+        return min(1.0, max(min(AUTO_FRACTION, AUTO_MAX_BLOCKS / blocks), AUTO_MIN_BLOCKS / blocks))
 
 
 def sample_regions(shape: tuple[int, int], fraction: float, block: int = BLOCK) -> list[Region]:
