@@ -43,9 +43,10 @@ The default (``sample=None``) measures 5% of the scan in 64 px squares, at
 least 64 squares (everything on a scan of at most 64 squares) and at most
 4096 (:data:`AUTO_MAX_BLOCKS`: from 335 Mpx up the pass costs the same
 whatever the scan's size). Squares of 64 px cost 1.4x their area in encoder
-work (the halo), so the pass adds about 7% to a run of up to 335 Mpx. Measured by ``benchmarks/bench_stats.py`` on an 8192 px
-synthetic scan (pixel features), against every pixel: ``hi`` within 1.4% of
-the range and 1.3% of winners changed at 5%; 0.4% and 0.4% at 10%. Smaller
+work (the halo), so the pass adds about 7% to a run of up to 335 Mpx.
+Measured by ``benchmarks/bench_stats.py`` on an 8192 px synthetic scan
+(pixel features), against every pixel: ``hi`` within 1.4% of the range and
+1.3% of winners changed at 5%; 0.4% and 0.4% at 10%. Smaller
 squares spread the same work over more places and win over larger ones
 (128 px squares at 5%: 4.8% and 3.6%). The error falls with the number of
 squares: on a 2048 px scan with the encoder (52 squares at 5%) ``lo`` moved by
@@ -107,8 +108,9 @@ AUTO_MAX_BLOCKS = 4096
 How well a sample estimates a median, a spread or a percentile depends on how many
 squares it holds, not on what share of the scan they are: the auto sample of an
 8192^2 scan holds 820 and this cap five times that. Above 335 Mpx the 5 % would be
-more, and the statistics pass (and the calibration's reads) would keep growing
-with the scan; with the cap they stop there."""
+more, and the statistics pass would keep growing with the scan; with the cap it
+stops there. (The calibration fit keeps every k-th sampled square, as many as its
+cache holds, so its cost was bounded already.)"""
 
 BLOCK = 64
 """Side of the sampled squares, px (small squares spread the sample over more places)."""
