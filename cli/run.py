@@ -81,9 +81,10 @@ _TILE_HELP = (
 )
 @click.option(
     "--weights",
-    type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Encoder weights (.safetensors or an ArtExtract .pt state dict).",
+    metavar="trained|designed|FILE",
+    help="Encoder weights: 'trained' (the default, fitted by `tilex train`), 'designed' (the "
+    "documented filter it started from) or a file (.safetensors or an ArtExtract .pt state dict).",
 )
 @click.option(
     "--keep-dissimilarity",

@@ -311,6 +311,12 @@ def test_sources_read_scans_and_job_files_in_order(scans, tmp_path):
     assert again.key == specs[0].key
     with pytest.raises(JobFileError, match="listed twice"):
         name_jobs([specs[0], again])
+    # a shipped network's name stays a name; a file is found beside the job file
+    named = tmp_path / "named.csv"
+    named.write_text(f"scan,weights\n{scans['front']},designed\n{scans['back']},w.safetensors\n")
+    designed, file = read_sources([named])
+    assert dict(designed.options) == {"weights": "designed"}
+    assert dict(file.options) == {"weights": (tmp_path / "w.safetensors").resolve()}
 
 
 # --------------------------------------------------------------------------- the batch itself

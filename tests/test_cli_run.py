@@ -147,6 +147,31 @@ def test_run_bad_weights_and_stats_source(scan, tmp_path):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
+def test_weights_by_name_and_a_missing_file(scan, tmp_path):
+    from tilex.encoder import designed_network, weights_sha256
+
+    shas = {}
+    for name in ("trained", "designed"):
+        out = tmp_path / name
+        args = ["-q", "run", scan, "-o", out, "--device", "cpu", "--weights", name]
+        assert invoke(*args).exit_code == 0
+        weights = json.loads((out / "tilex.json").read_text())["weights"]
+        assert weights["path"] == name
+        shas[name] = weights["sha256"]
+    assert shas["designed"] == weights_sha256(designed_network()) != shas["trained"]
+    default = tmp_path / "default"
+    assert invoke("-q", "run", scan, "-o", default, "--device", "cpu").exit_code == 0
+    meta = json.loads((default / "tilex.json").read_text())
+    assert meta["weights"] == {"path": "trained", "sha256": shas["trained"]}
+    missing = tmp_path / "nowhere.safetensors"
+    one_error_line(
+        invoke("run", scan, "-o", tmp_path / "o3", "--device", "cpu", "--weights", missing),
+        "nowhere.safetensors",
+        "does not exist",
+    )
+    assert not (tmp_path / "o3").exists()
+
+
 def test_run_missing_scan(tmp_path):
     one_error_line(invoke("run", tmp_path / "nowhere.json", "-o", tmp_path / "out"), "nowhere.json")
 

@@ -13,7 +13,7 @@ from tilex.encoder import (
     SiameseNetwork,
     build_encoder,
     conv_radius,
-    default_network,
+    designed_network,
     fold_batchnorm,
     load_network,
     prune_channels,
@@ -118,7 +118,7 @@ def test_folded_equals_unfolded(random_network):
 
 
 def test_pruning_drops_only_channels_that_cannot_change_the_output(random_network):
-    designed = fold_batchnorm(default_network().cnn)
+    designed = fold_batchnorm(designed_network().cnn)
     pruned = prune_channels(designed)
     assert [c.out_channels for c in pruned.convs()] == [2, 2, 2, 1]
     assert [c.kernel_size for c in pruned.convs()] == [c.kernel_size for c in designed.convs()]
@@ -144,12 +144,12 @@ def test_pruning_drops_only_channels_that_cannot_change_the_output(random_networ
     # format either way, features within float32 rounding of the unpruned path's
     vis, bands = rand(3, 40, 36, seed=9), rand(4, 40, 36, seed=10)
     for channels_last in (False, True):
-        enc = build_encoder(channels_last=channels_last)
+        enc = build_encoder("designed", channels_last=channels_last)
         assert enc.radius == 6 and [c.out_channels for c in enc.band_path.convs()] == [2, 2, 2, 1]
         g, b = enc.encode(vis, bands)
         with torch.no_grad():
             torch.testing.assert_close(b[:, 0], designed(bands[:, None])[:, 0], atol=1e-6, rtol=0)
-            full = designed(default_network().conv(vis[None]))[0]
+            full = designed(designed_network().conv(vis[None]))[0]
         torch.testing.assert_close(g, full, atol=1e-6, rtol=0)
 
 
@@ -314,12 +314,16 @@ def test_nonfinite_weights_are_refused(tmp_path, random_network):
 
 
 # --------------------------------------------------------------------------
-# the designed default weights
+# the designed weights, and the trained default
 
 
-def test_default_weights_are_deterministic_and_a_binomial_blur():
-    net = default_network()
-    assert weights_sha256(net) == weights_sha256(load_network()) == build_encoder().weights_sha256
+def test_designed_weights_are_deterministic_and_a_binomial_blur():
+    net = designed_network()
+    assert (
+        weights_sha256(net)
+        == weights_sha256(load_network("designed"))
+        == build_encoder("designed").weights_sha256
+    )
     x = rand(1, 1, 30, 30, seed=10)
     for bn in (net.cnn.bn1, net.cnn.bn2, net.cnn.bn3, net.cnn.bn_out):
         probe = rand(1, bn.num_features, 5, 5)
@@ -338,11 +342,11 @@ def test_default_weights_are_deterministic_and_a_binomial_blur():
         )
 
 
-def _aucs(size: int, seed: int) -> tuple[float, float]:
+def _aucs(size: int, seed: int, weights: str) -> tuple[float, float]:
     scan = render((size, size), bands=8, seed=seed)
     visible = scan.visible.transpose(2, 0, 1).astype(np.float32) / 255.0
     bands = scan.bands.astype(np.float32) / 65535.0
-    g, b = build_encoder().encode(torch.from_numpy(visible), torch.from_numpy(bands))
+    g, b = build_encoder(weights).encode(torch.from_numpy(visible), torch.from_numpy(bands))
     encoder_auc = roc_auc(score_map(g.numpy(), b.numpy(), q=(1, 99), threshold=0.5), scan.mask)
     gray = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), visible, axes=1)
     pixel_auc = roc_auc(score_map(gray[None], bands[:, None], q=(1, 99), threshold=0.5), scan.mask)
@@ -350,7 +354,12 @@ def _aucs(size: int, seed: int) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_default_weights_reveal_the_hidden_figure(seed):
-    encoder_auc, pixel_auc = _aucs(256, seed)
-    assert encoder_auc >= 0.95  # acceptance bar 0.90, with margin
-    assert encoder_auc >= pixel_auc - 0.002
+def test_the_weights_reveal_the_hidden_figure_uncalibrated(seed):
+    designed, pixel = _aucs(256, seed, "designed")
+    trained, _ = _aucs(256, seed, "trained")
+    assert designed >= 0.95 and trained >= 0.95  # acceptance bar 0.90, with margin
+    # ArtExtract's fusion (uncalibrated, band norm): the designed blur at least matches the
+    # pixel difference; the trained default, fitted for the calibrated fusion, is a wider
+    # blur and a little below the designed one here (0.975 and 0.962 against 0.979 and 0.972)
+    assert designed >= pixel - 0.002
+    assert trained >= designed - 0.015

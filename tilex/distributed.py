@@ -46,7 +46,7 @@ from tilex.engine import Engine, FuseMerger, Progress, histogram
 from tilex.errors import OutputError, ScanError, UsageError, WeightsError
 from tilex.grid import morton_order
 from tilex.omezarr import LayoutSpec, OmeZarrSink, OutputLayout, UnitSink
-from tilex.plan import ClusterSpec, FusionSpec, TilingSpec
+from tilex.plan import WEIGHT_NAMES, ClusterSpec, FusionSpec, TilingSpec
 from tilex.sink import RunInfo, RunResults
 from tilex.stats import BandStats, StatsSpec, sample_regions
 
@@ -97,7 +97,7 @@ class WorkSpec:
         backend = encoder.backend
         return cls(
             scan=scan_recipe(scan),
-            weights=str(Path(weights).absolute()) if weights else None,
+            weights=_weights_path(weights),
             weights_sha256=encoder.weights_sha256,
             device=backend.worker_device,
             precision=backend.precision,
@@ -122,6 +122,13 @@ class WorkSpec:
                 self.channels_last,
             )
         )
+
+
+def _weights_path(weights: Any) -> str | None:
+    """Weights as a worker finds them: a file's absolute path, or a shipped name as it is."""
+    if not weights:
+        return None
+    return str(weights) if str(weights) in WEIGHT_NAMES else str(Path(weights).absolute())
 
 
 def scan_recipe(scan: Any) -> dict[str, Any]:

@@ -475,7 +475,7 @@ def _provenance(
             stats_sample=stats_sample,
         ),
         "weights": {
-            "path": str(plan.weights) if plan.weights else "default",
+            "path": str(plan.weights) if plan.weights else "trained",
             "sha256": encoder.weights_sha256,
         },
         "stats": reused.to_dict() if reused else None,

@@ -150,6 +150,10 @@ def _side(value: Any, option: str) -> int:
     return side
 
 
+WEIGHT_NAMES = ("trained", "designed")
+"""Encoder weights given by name rather than by file: the shipped default and the designed filter."""
+
+
 def _path(value: Any) -> Path | None:
     return None if value is None or value == "" else Path(value)
 

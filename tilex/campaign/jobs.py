@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from tilex.errors import PlanError, UsageError
+from tilex.plan import WEIGHT_NAMES
 
 __all__ = [
     "JOB_FILE_SUFFIXES",
@@ -262,6 +263,8 @@ def _job_row(path: Path, where: str, row: Mapping[str, Any], *, typed: bool) -> 
 
 def _value(path: Path, where: str, option: str, kind: str, value: Any, typed: bool) -> Any:
     """A cell as its option's type: paths joined to the job file's folder, CSV text converted."""
+    if option == "weights" and str(value) in WEIGHT_NAMES:
+        return str(value)  # a shipped network's name, not a file
     if kind == "path":
         return _absolute(path.parent / str(value))
     if option == "input_range":  # checked now: it is an option of opening the scan, not of the plan

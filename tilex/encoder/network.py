@@ -1,4 +1,4 @@
-"""The ArtExtract Siamese network, its BatchNorm folding, receptive field and default weights.
+"""The ArtExtract Siamese network, its BatchNorm folding, receptive field and designed weights.
 
 Architecture
 ------------
@@ -21,10 +21,14 @@ halo a tile needs to see the input the whole image gives it, so its core
 matches the whole image's features up to float32 rounding (convolutions of
 another shape round differently: within 1e-6 in ``tests/test_encoder.py``).
 
-Default weights (designed, not trained)
----------------------------------------
-No trained ArtExtract weights are published, so tilex ships a *designed*
-initialisation (:func:`default_network`), deterministic and documented:
+Designed weights (where the trained default starts)
+---------------------------------------------------
+No trained ArtExtract weights are published, so tilex designed an
+initialisation (:func:`designed_network`, ``--weights designed``),
+deterministic and documented; ``tilex train`` (:mod:`tilex.training`)
+learns the default weights from it by reshaping its low-pass path, and
+they keep its live channels and so its cost
+(:func:`tilex.encoder.weights.default_network`):
 
 * every BatchNorm is the identity (mean 0, variance ``1 - eps``, weight 1,
   bias 0: ``(x - 0) / sqrt(1 - eps + eps) * 1 + 0 == x`` exactly in float32);
@@ -40,7 +44,7 @@ initialisation (:func:`default_network`), deterministic and documented:
   exactly linear (within 3 px of the image's border each layer's own zero
   padding shades the blur, as in ArtExtract).
 
-So the default dissimilarity is ``|B(gray(visible)) - B(band)|``: the pixel
+So the designed dissimilarity is ``|B(gray(visible)) - B(band)|``: the pixel
 baseline ``|gray - band|`` with sensor noise averaged away, which is what
 makes the fused score find hidden under-drawings better than raw pixels on
 ``tilex synth`` scans (see ``benchmarks/bench_encoder.py``). The taps the
@@ -62,7 +66,7 @@ __all__ = [
     "ResidualCNN",
     "SiameseNetwork",
     "conv_radius",
-    "default_network",
+    "designed_network",
     "fold_batchnorm",
     "prune_channels",
     "receptive_radius",
@@ -106,7 +110,7 @@ class SiameseNetwork(nn.Module):
 
     Examples
     --------
-    >>> net = default_network()
+    >>> net = designed_network()
     >>> g, b = net(torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32))
     >>> g.shape, b.shape
     (torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32]))
@@ -180,7 +184,7 @@ def fold_batchnorm(cnn: ResidualCNN) -> FoldedCNN:
 
     Examples
     --------
-    >>> net = default_network()
+    >>> net = designed_network()
     >>> x = torch.rand(1, 1, 16, 16)
     >>> bool(torch.allclose(fold_batchnorm(net.cnn)(x), net.cnn.eval()(x), atol=1e-6))
     True
@@ -200,9 +204,10 @@ def prune_channels(cnn: FoldedCNN) -> FoldedCNN:
     are 0 (it is ``leaky(0) = 0`` at every pixel, padding included, so the
     next convolution adds only zeros from it) or when every weight that reads
     it is 0; dropping one may leave another so, until none is. The designed
-    default uses 2 of each 16 or 32 channels (see the module notes), so its
-    band path does about 1/175 of the multiplications; trained weights
-    usually keep every channel. What remains is the same sums without their
+    weights, and the trained default learnt from them, use 2 of each 16 or
+    32 channels (see the module notes), so their band path does about 1/175
+    of the multiplications; densely trained weights usually keep every
+    channel. What remains is the same sums without their
     zero terms: in PyTorch's default memory format the features are bit for
     bit those of ``cnn`` on this project's CPUs; in ``channels_last`` (tilex's
     CPU default, 3x faster here for the narrow layers) oneDNN rounds some sums
@@ -211,7 +216,7 @@ def prune_channels(cnn: FoldedCNN) -> FoldedCNN:
 
     Examples
     --------
-    >>> folded = fold_batchnorm(default_network().cnn)
+    >>> folded = fold_batchnorm(designed_network().cnn)
     >>> [c.out_channels for c in prune_channels(folded).convs()]
     [2, 2, 2, 1]
     >>> x = torch.rand(1, 1, 24, 24)
@@ -329,15 +334,15 @@ def receptive_radius(
     return max(radius, 0)
 
 
-def default_network() -> SiameseNetwork:
-    """The designed default :class:`SiameseNetwork` (see the module docstring).
+def designed_network() -> SiameseNetwork:
+    """The designed :class:`SiameseNetwork` (see the module docstring).
 
     ``E`` is a binomial blur of order 6 and ``conv`` the luminance, so for
     inputs in [0, 1] ``g = B(gray(visible))`` and ``b_i = B(band_i)``.
 
     Examples
     --------
-    >>> net = default_network()
+    >>> net = designed_network()
     >>> x = torch.full((1, 1, 9, 9), 0.5)
     >>> float(net.encode_band(x).detach()[0, 0, 4, 4])
     0.5

@@ -4,8 +4,14 @@ A network's identity is :func:`weights_sha256`, the digest of the canonical
 safetensors bytes of its state dict (float32, sorted, without BatchNorm's
 ``num_batches_tracked`` training counter): the same whether the weights came
 from a ``.safetensors`` file, an ArtExtract ``torch.save`` checkpoint or
-:func:`~tilex.encoder.default_network`. Runs record it, and distributed
-workers check it against the client's.
+a network in memory. Runs record it, and distributed workers check it
+against the client's.
+
+Two weights ship by name: ``"trained"``, the default
+(``tilex/weights/trained.safetensors``, written by ``tilex train`` with its
+model card ``trained.json`` beside it, see :mod:`tilex.training`), and
+``"designed"``, the documented filter it was trained from
+(:func:`~tilex.encoder.network.designed_network`).
 """
 
 from __future__ import annotations
@@ -19,10 +25,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from tilex.encoder.network import SiameseNetwork, default_network
+from tilex.encoder.network import SiameseNetwork, designed_network
 from tilex.errors import WeightsError
+from tilex.plan import WEIGHT_NAMES
 
-__all__ = ["load_network", "save_weights", "weights_sha256"]
+__all__ = [
+    "TRAINED_WEIGHTS",
+    "WEIGHT_NAMES",
+    "default_network",
+    "load_network",
+    "save_weights",
+    "weights_sha256",
+]
+
+TRAINED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "trained.safetensors"
+"""The shipped trained weights (the default); their model card is ``trained.json`` beside them."""
 
 
 def _canonical(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -42,7 +59,7 @@ def weights_sha256(network: nn.Module) -> str:
 
     Examples
     --------
-    >>> len(weights_sha256(default_network()))
+    >>> len(weights_sha256(designed_network()))
     64
     """
     from safetensors.torch import save
@@ -57,8 +74,8 @@ def save_weights(network: nn.Module, path: str | os.PathLike) -> Path:
     --------
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as folder:
-    ...     path = save_weights(default_network(), Path(folder) / "w.safetensors")
-    ...     weights_sha256(load_network(path)) == weights_sha256(default_network())
+    ...     path = save_weights(designed_network(), Path(folder) / "w.safetensors")
+    ...     weights_sha256(load_network(path)) == weights_sha256(designed_network())
     True
     """
     from safetensors.torch import save
@@ -101,8 +118,22 @@ def _read_state(path: Path) -> Mapping[str, Any]:
     return state
 
 
+def default_network() -> SiameseNetwork:
+    """The default :class:`~tilex.encoder.SiameseNetwork`: the shipped trained weights.
+
+    Examples
+    --------
+    >>> weights_sha256(default_network()) == weights_sha256(load_network("trained"))
+    True
+    """
+    return load_network(TRAINED_WEIGHTS)
+
+
 def load_network(path: str | os.PathLike | None = None) -> SiameseNetwork:
-    """Load a :class:`~tilex.encoder.SiameseNetwork`; the designed default when ``path`` is ``None``.
+    """Load a :class:`~tilex.encoder.SiameseNetwork`: the trained default when ``path`` is ``None``.
+
+    ``path`` may also be a name of :data:`WEIGHT_NAMES`: ``"trained"`` (the
+    default) or ``"designed"`` (:func:`~tilex.encoder.network.designed_network`).
 
     ``path`` is a ``.safetensors`` file or a ``torch.save``'d ArtExtract state
     dict (read with ``weights_only=True``; a ``"state_dict"`` wrapper and a
@@ -112,12 +143,14 @@ def load_network(path: str | os.PathLike | None = None) -> SiameseNetwork:
 
     Examples
     --------
-    >>> net = load_network()  # the designed default
+    >>> net = load_network()  # the trained default
     >>> sorted(net.state_dict())[:3]
     ['cnn.bn1.bias', 'cnn.bn1.num_batches_tracked', 'cnn.bn1.running_mean']
     """
-    if path is None:
-        return default_network()
+    if path is None or str(path) == "trained":
+        path = TRAINED_WEIGHTS
+    elif str(path) == "designed":
+        return designed_network()
     path = Path(path)
     state = _read_state(path)
     net = SiameseNetwork()
