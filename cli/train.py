@@ -30,6 +30,10 @@ import click
               help="Weight of the soft false-flag share against the ranking term.")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Torch CPU threads (fixed, so the result is reproducible).")  # fmt: skip
+@click.option("--synthetic", type=click.IntRange(min=0), default=8, show_default=True,
+              help="tilex synth scans added to the physical training scenes.")  # fmt: skip
+@click.option("--synthetic-size", type=click.IntRange(min=24), default=1024, show_default=True,
+              help="Side of each tilex synth scan, px.")  # fmt: skip
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Measure the designed and the trained weights on the 20 held-out "
               "validation scenes (seeds 8000-8019) into the model card.")  # fmt: skip
@@ -44,6 +48,8 @@ def command(
     lr: float,
     false_flags: float,
     threads: int,
+    synthetic: int,
+    synthetic_size: int,
     validate: bool,
 ) -> None:
     """Train the Siamese encoder from the designed weights (see tilex.training).
@@ -61,11 +67,16 @@ def command(
     try:
         spec = TrainSpec(
             seed=seed, scenes=scenes, size=size, crop=crop, steps=steps, batch=batch, lr=lr,
-            false_flags=false_flags, threads=threads,
+            false_flags=false_flags, threads=threads, synthetic=synthetic,
+            synthetic_size=synthetic_size,
         )  # fmt: skip
     except ValueError as err:
         raise UsageError(str(err)) from None
-    click.echo(f"rendering {scenes} training scenes of {size}x{size} px", err=True)
+    click.echo(
+        f"rendering {scenes} physical training scenes of {size}x{size} px and {synthetic} "
+        f"tilex synth scans of {synthetic_size}x{synthetic_size} px",
+        err=True,
+    )
     data = training_scenes(spec)
     with tqdm(total=steps, desc="training", unit="step", leave=True) as bar:
 

@@ -17,8 +17,9 @@ from tilex.training import LowPass, TrainSpec, scene_loss, train, training_scene
 # small and fast; many pairs so that the ranking term barely moves with the pairs drawn
 # (with these settings 8 steps lowered the fixed loss for each of the seeds 1 to 4)
 SPEC = TrainSpec(
-    seed=3, scenes=3, size=64, crop=64, steps=8, batch=3, lr=3e-3, pairs=65536, threads=1
-)
+    seed=3, scenes=3, size=64, crop=64, steps=8, batch=3, lr=3e-3, pairs=65536, threads=1,
+    synthetic=0,
+)  # fmt: skip
 
 
 def _mean_loss(cnn, scenes) -> float:
@@ -87,3 +88,13 @@ def test_the_shipped_default_is_its_model_card():
     # it keeps the designed weights' live channels: no more work per pixel
     pruned = prune_channels(fold_batchnorm(net.cnn))
     assert [c.out_channels for c in pruned.convs()] == [2, 2, 2, 1]
+
+
+def test_training_scenes_add_tilex_synth_scans():
+    spec = TrainSpec(scenes=1, size=48, crop=48, synthetic=2, synthetic_size=64)
+    scenes = training_scenes(spec)
+    assert [s.name for s in scenes] == ["physical-0", "synth-1000", "synth-1001"]
+    for scene in scenes[1:]:
+        assert scene.bands.shape == scene.predicted.shape == (8, 64, 64)
+        assert scene.hidden.any() and not scene.hidden.all()
+        assert np.isfinite(scene.predicted).all()

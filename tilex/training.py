@@ -9,7 +9,9 @@ in a few minutes; its result ships as tilex's default weights
    (:func:`tilex.synthetic.physical.render_scene`: Kubelka-Munk paint layers
    from measured pigment spectra, a camera per band, traps that are not
    hidden, and scenes with nothing hidden) from the *training* settings
-   (``holdout=False``) and seeds ``seed * 100_000 + i``. Validation scenes use
+   (``holdout=False``) and seeds ``seed * 100_000 + i``, and a few
+   ``tilex synth`` scans (sharp-edged hidden figures, where a blur too wide
+   flags a halo around them; seeds ``seed * 100_000 + 1000 + i``). Validation scenes use
    the held-out settings (other pigments, ground, band sets and noisier
    cameras) and other seeds: :data:`VALIDATION_SEEDS` here,
    ``benchmarks/bench_detection.py``'s 9000 and up; training never sees them.
@@ -112,6 +114,8 @@ class TrainSpec:
     rank_softness: float = 0.5  # width of the ranking term's logistic (log-score units)
     pairs: int = 8192  # hidden/background pixel pairs of the ranking term, per crop
     threads: int = 2
+    synthetic: int = 8  # ``tilex synth`` scenes added to the physical ones
+    synthetic_size: int = 1024  # their side, px (their figures scale with it)
 
     def __post_init__(self) -> None:
         for name in ("scenes", "size", "crop", "steps", "batch", "pairs", "threads"):
@@ -121,6 +125,12 @@ class TrainSpec:
             raise ValueError(f"crop must be >= 24 px, got {self.crop}")
         if self.crop > self.size:
             raise ValueError(f"crop ({self.crop} px) must be at most size ({self.size} px)")
+        if self.synthetic < 0:
+            raise ValueError(f"synthetic must be >= 0, got {self.synthetic}")
+        if self.synthetic and self.synthetic_size < self.crop:
+            raise ValueError(
+                f"crop ({self.crop} px) must be at most synthetic_size ({self.synthetic_size} px)"
+            )
 
 
 class Scene(NamedTuple):
@@ -149,12 +159,28 @@ def prepare(rendered: Any, name: str) -> Scene:
 
 
 def training_scenes(spec: TrainSpec, *, holdout: bool = False, offset: int = 0) -> list[Scene]:
-    """The scenes of ``spec``: seeds ``spec.seed * 100_000 + offset + i``."""
+    """The scenes of ``spec``: physical seeds ``spec.seed * 100_000 + offset + i``, then
+    ``spec.synthetic`` ``tilex synth`` scans of seeds ``spec.seed * 100_000 + 1000 + i``
+    (8 bands; no test, benchmark or demo uses those seeds)."""
     scenes = []
     for i in range(spec.scenes):
         seed = spec.seed * 100_000 + offset + i
         scenes.append(prepare(_physical(spec.size, seed, holdout), f"physical-{seed}"))
+    for i in range(spec.synthetic):
+        seed = spec.seed * 100_000 + 1000 + i
+        scenes.append(_synthetic(spec.synthetic_size, seed))
     return scenes
+
+
+def _synthetic(size: int, seed: int) -> Scene:
+    """A ``tilex synth`` scan as a :class:`Scene`, scaled into [0, 1] as a run reads it."""
+    from tilex.synthetic import render
+
+    scan = render((size, size), bands=8, seed=seed)
+    visible = np.ascontiguousarray(scan.visible.transpose(2, 0, 1)).astype(np.float32) / 255.0
+    bands = scan.bands.astype(np.float32) / 65535.0
+    calibration = fit([(visible, bands)], CalibrationSpec())
+    return Scene(bands, calibration.predict(visible), scan.mask != 0, f"synth-{seed}")
 
 
 def validation_scenes(seeds: Sequence[int] = VALIDATION_SEEDS, size: int = 384) -> list[Scene]:
@@ -448,11 +474,19 @@ def model_card(
         "command": (
             f"tilex train -o {weights.name} --seed {spec.seed} --scenes {spec.scenes} "
             f"--size {spec.size} --crop {spec.crop} --steps {spec.steps} --batch {spec.batch} "
-            f"--lr {spec.lr} --false-flags {spec.false_flags} --threads {spec.threads}"
+            f"--lr {spec.lr} --false-flags {spec.false_flags} --threads {spec.threads} "
+            f"--synthetic {spec.synthetic} --synthetic-size {spec.synthetic_size}"
         ),
         "training_scenes": {
             "generator": "tilex.synthetic.physical.render_scene (holdout=False)",
             "seeds": [spec.seed * 100_000, spec.seed * 100_000 + spec.scenes - 1],
+            "synthetic": {
+                "generator": "tilex.synthetic.render (tilex synth, 8 bands)",
+                "seeds": [spec.seed * 100_000 + 1000, spec.seed * 100_000 + 999 + spec.synthetic],
+                "size": spec.synthetic_size,
+            }
+            if spec.synthetic
+            else None,
         },
         "fusion_stand_in": {
             "noise_k": NOISE_K,
