@@ -4,8 +4,10 @@ Scenes: ``tilex synth`` seeds (by default 101..104, which no test uses; 512x512,
 8 bands) and physically based scenes with held-out settings (``tilex synth
 --model physical --holdout``; seeds 9000.. which training never uses, two of
 them with nothing hidden). Each is run on the CPU with ``stats_sample=1`` in
-two modes (:data:`METHODS`): tilex's default (calibrated, scored over the
-noise floor) and ArtExtract's fusion (``calibrate="none", norm="band"``), and
+the modes of :data:`METHODS`: tilex's default (the trained weights,
+calibrated, scored over the noise floor), the same with the designed
+weights, the calibration's simpler models, and ArtExtract's fusion with the
+designed weights (``calibrate="none", norm="band"``), and
 measured with :func:`tilex.evaluate.evaluate_output` (ROC AUC and AP of the
 stored score from 65536-bin histograms; flagged % and F1 of ``winner > 0`` at
 the run's threshold). On the same planes, in memory, the classical baselines
@@ -105,13 +107,19 @@ def baselines(scene: str, manifest: Path, hidden: np.ndarray) -> list[list]:
 
 
 METHODS = {
-    "tilex default": {},  # calibrated (registered), scored over each band's noise floor
+    "tilex default": {},  # trained weights, calibrated (registered), scored over the noise floor
+    "designed weights": {"weights": "designed"},  # the same, with the weights it was trained from
     "calibrate colour": {"calibrate": "colour"},  # without the registration terms
     "calibrate flat": {"calibrate": "flat"},  # without the colour table
     "calibrate affine": {"calibrate": "affine"},  # without the lighting surface (session 3)
-    "ArtExtract (calibrate none, norm band)": {"calibrate": "none", "norm": "band"},
+    "ArtExtract (designed weights, calibrate none, norm band)": {
+        "calibrate": "none",
+        "norm": "band",
+        "weights": "designed",
+    },
 }
-"""tilex's modes in the table: today's default and the fusion it had before issue 13."""
+"""tilex's modes in the table: today's default, its designed weights, its calibration's
+simpler models, and the fusion and weights it had before issue 13."""
 
 
 def run_tilex(manifest: Path, out: Path, options: dict) -> tuple[Any, float]:

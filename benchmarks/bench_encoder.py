@@ -1,4 +1,4 @@
-"""Encoder throughput and the default weights' hidden-figure AUC.
+"""Encoder throughput and the shipped weights' hidden-figure AUC.
 
 Prints two tables (no asserts):
 
@@ -13,8 +13,9 @@ Prints two tables (no asserts):
    features are bit-identical to eager's on the timed tile (``vs eager``).
    ``--default-work`` times what a default (calibrated) run encodes: each
    band and its prediction, 2N planes through the band path;
-2. ROC AUC of the fused score against the generator's hidden mask, default
-   weights vs the pixel baseline ``|gray - band|``, on ``tilex synth`` scans
+2. ROC AUC of the fused score against the generator's hidden mask, the
+   trained default and the designed weights vs the pixel baseline
+   ``|gray - band|``, uncalibrated (ArtExtract's fusion), on ``tilex synth`` scans
    (band normalisation by the 1st/99th percentiles, threshold 0.5), plus the
    AUC of the un-thresholded largest normalised dissimilarity.
 
@@ -167,26 +168,25 @@ def aucs(cases: list[tuple[int, int]], bands: int) -> None:
         f"\n## hidden-figure ROC AUC on tilex synth scans ({bands} bands; q = 1/99 %, threshold 0.5)"
     )
     print(
-        f"{'size':>10} {'seed':>5} {'mask %':>7} {'default':>8} {'pixels':>8} "
-        f"{'default max-n':>14} {'pixels max-n':>13}"
+        f"{'size':>10} {'seed':>5} {'mask %':>7} {'trained':>8} {'designed':>9} {'pixels':>8} "
+        f"{'trained max-n':>14} {'designed max-n':>15} {'pixels max-n':>13}"
     )
-    enc = build_encoder()
+    encoders = [build_encoder("trained"), build_encoder("designed")]
     weights = np.array([0.299, 0.587, 0.114], np.float32)
     for size, seed in cases:
         scan = render((size, size), bands=bands, seed=seed)
         visible = scan.visible.transpose(2, 0, 1).astype(np.float32) / 255.0
         planes = scan.bands.astype(np.float32) / 65535.0
-        g, b = enc.encode(torch.from_numpy(visible), torch.from_numpy(planes))
-        g, b = g.numpy(), b.numpy()
-        gray = np.tensordot(weights, visible, axes=1)[None]
-        row = []
-        for gg, bb in ((g, b), (gray, planes[:, None])):
-            row.append(roc_auc(score_map(gg, bb, q=(1, 99), threshold=0.5), scan.mask))
-        for gg, bb in ((g, b), (gray, planes[:, None])):
-            row.append(roc_auc(_max_normalised(gg, bb), scan.mask))
+        pairs = []
+        for enc in encoders:
+            g, b = enc.encode(torch.from_numpy(visible), torch.from_numpy(planes))
+            pairs.append((g.numpy(), b.numpy()))
+        pairs.append((np.tensordot(weights, visible, axes=1)[None], planes[:, None]))
+        row = [roc_auc(score_map(gg, bb, q=(1, 99), threshold=0.5), scan.mask) for gg, bb in pairs]
+        row += [roc_auc(_max_normalised(gg, bb), scan.mask) for gg, bb in pairs]
         print(
             f"{size:>5}x{size:<4} {seed:>5} {100 * scan.mask.mean():7.1f} "
-            f"{row[0]:8.4f} {row[1]:8.4f} {row[2]:14.4f} {row[3]:13.4f}"
+            f"{row[0]:8.4f} {row[1]:9.4f} {row[2]:8.4f} {row[3]:14.4f} {row[4]:15.4f} {row[5]:13.4f}"
         )
 
 

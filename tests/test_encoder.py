@@ -360,6 +360,6 @@ def test_the_weights_reveal_the_hidden_figure_uncalibrated(seed):
     assert designed >= 0.95 and trained >= 0.95  # acceptance bar 0.90, with margin
     # ArtExtract's fusion (uncalibrated, band norm): the designed blur at least matches the
     # pixel difference; the trained default, fitted for the calibrated fusion, is a wider
-    # blur and a little below the designed one here (0.975 and 0.962 against 0.979 and 0.972)
+    # blur and a little below the designed one here (0.976 and 0.966 against 0.979 and 0.972)
     assert designed >= pixel - 0.002
     assert trained >= designed - 0.015
