@@ -240,8 +240,9 @@ def build_encoder(
     Parameters
     ----------
     weights
-        A weights file for :func:`~tilex.encoder.load_network`; ``None`` for
-        the designed default. Not with ``network``.
+        A weights file or name for :func:`~tilex.encoder.load_network`
+        (``"trained"``, ``"designed"``); ``None`` for the trained default.
+        Not with ``network``.
     backend
         Where and how the encoder runs (:func:`tilex.device.resolve_device`):
         its torch device, precision and memory format. Outputs are always
