@@ -229,16 +229,9 @@ class LowPass(nn.Module):
 
     def __init__(self, network: SiameseNetwork | None = None) -> None:
         super().__init__()
-        cnn = (network or designed_network()).cnn
-        paths = [
-            cnn.conv1.weight[1, 0],
-            cnn.conv2.weight[1, 1],
-            cnn.conv3.weight[1, 1],
-            cnn.conv_out.weight[0, 1],
-        ]
         self.taps = nn.ParameterList()
         self._index = []
-        for kernel in paths:
+        for kernel in _live_kernels(network or designed_network()):
             index, n = _orbits(kernel.shape[-1])
             kernel = kernel.detach().double()
             taps = [kernel[index == c].mean() for c in range(n)]
@@ -276,15 +269,16 @@ class LowPass(nn.Module):
     def network(self) -> SiameseNetwork:
         """A :class:`SiameseNetwork` of ArtExtract's full shape holding these kernels."""
         net = designed_network()
-        k1, k2, k3, k4 = (k.detach().clone() for k in self.kernels())
         with torch.no_grad():
-            net.cnn.conv1.weight[1, 0] = k1
-            net.cnn.conv2.weight[1, 1] = k2
-            net.cnn.conv3.weight[1, 1] = k3
-            net.cnn.conv_out.weight[0, 1] = k4
+            for view, kernel in zip(_live_kernels(net), self.kernels(), strict=True):
+                view.copy_(kernel)
         for p in net.parameters():
             p.requires_grad_(False)
         return net.eval()
+
+
+_HALO = conv_radius(SiameseNetwork())
+"""The run's halo: crop pixels nearer their border than this see zero padding, so the loss skips them."""
 
 
 def _floor(d: torch.Tensor) -> torch.Tensor:
@@ -330,7 +324,7 @@ def scene_loss(
     n = scene.bands.shape[0]
     planes = torch.from_numpy(np.concatenate([scene.bands, scene.predicted]))[:, None]
     features = encoder(planes)[:, 0]
-    r = conv_radius(SiameseNetwork())  # the run's halo: pixels nearer the border see zero padding
+    r = _HALO
     d = (features[:n] - features[n:]).abs()[:, r:-r, r:-r].reshape(n, -1)
     best = soft_score(d, spec)
     flag = torch.sigmoid((best - 0.5) / spec.softness)
@@ -397,19 +391,21 @@ def train(
 def evidence(network: SiameseNetwork, scene: Scene) -> np.ndarray:
     """The evidence map a run computes on ``scene`` (whole-scene floors, clamped, max over bands).
 
-    Floors from the exact median and MAD of each band's dissimilarity over the
-    scene, as a run with ``stats_sample=1`` measures them from its histogram
-    (to the histogram's bin).
+    The floors are :func:`tilex.stats.noise_floor` of each band's exact
+    dissimilarity histogram over the scene, as a run with ``stats_sample=1``
+    measures them.
     """
+    from tilex import kernels
+    from tilex.stats import noise_floor
+
     n = scene.bands.shape[0]
     planes = torch.from_numpy(np.concatenate([scene.bands, scene.predicted]))[:, None]
     features = network.cnn.eval()(planes)[:, 0].numpy()
-    d = np.abs(features[:n] - features[n:]).reshape(n, -1)
-    median = np.median(d, axis=1, keepdims=True)
-    mad = np.median(np.abs(d - median), axis=1, keepdims=True)
-    floor = np.maximum(median + NOISE_K * MAD_TO_SIGMA * mad, ABS_FLOOR)
-    score = np.clip(d / (2 * floor + 1e-8), 0.1, 1.0).max(axis=0)
-    return score.reshape(scene.hidden.shape)
+    d = np.abs(features[:n] - features[n:])
+    zeros = np.zeros((1, *d.shape[1:]), np.float32)
+    _, _, floor = noise_floor(kernels.dissimilarity_histogram(zeros, d[:, None]))
+    score = d / (2 * floor[:, None, None] + 1e-8)
+    return np.clip(score, 0.1, 1.0).max(axis=0)
 
 
 def validate(network: SiameseNetwork, scenes: Sequence[Scene]) -> dict[str, Any]:
@@ -509,6 +505,7 @@ def model_card(
 
 
 def _live_kernels(network: SiameseNetwork) -> list[torch.Tensor]:
+    """Views of the low-pass path's four kernels in ``network`` (channel 1 of each layer)."""
     cnn = network.cnn
     return [
         cnn.conv1.weight[1, 0],
