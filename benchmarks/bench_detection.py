@@ -132,14 +132,15 @@ def run_tilex(manifest: Path, out: Path, options: dict) -> tuple[Any, float]:
 def calibrated_residual(visible: np.ndarray, bands: np.ndarray) -> np.ndarray:
     """``max_i |band_i - pred_i| / floor_i``: the calibration's residual without any encoder.
 
-    The model is fitted over the whole scan and the floors are a run's
-    (:func:`tilex.stats.noise_floor` of the residual's exact histogram).
+    The model is fitted as a run fits it (:func:`tilex.calibration.fit_image`)
+    and the floors are a run's (:func:`tilex.stats.noise_floor` of the
+    residual's exact histogram).
     """
     from tilex import kernels
-    from tilex.calibration import CalibrationSpec, fit
+    from tilex.calibration import CalibrationSpec, fit_image
     from tilex.stats import noise_floor
 
-    predicted = fit([(visible, bands)], CalibrationSpec()).predict(visible)
+    predicted = fit_image(visible, bands, CalibrationSpec()).predict(visible)
     residual = np.abs(bands - predicted)
     zeros = np.zeros((1, *bands.shape[1:]), np.float32)
     _, _, floor = noise_floor(kernels.dissimilarity_histogram(zeros, residual[:, None]))

@@ -359,9 +359,16 @@ def test_flat_runs_are_bit_identical_across_tilings_and_flag_little_on_a_lit_sce
     assert a.info.provenance["calibration"] == b.info.provenance["calibration"]
     np.testing.assert_array_equal(a.evidence, b.evidence)
     np.testing.assert_array_equal(a.winner, b.winner)
-    affine = tilex.run(scan, None, device="cpu", calibrate="affine", tile=48, stats_sample=1)
-    flat_share = runs[48].found().flagged_fraction
-    assert flat_share < 0.02 and flat_share < affine.found().flagged_fraction
+    assert runs[48].found().flagged_fraction < 0.02
+    # the lighting the affine model leaves rises above its floor at a lower threshold
+    # (0.3: 1.5 % flagged; the default 0.5 at 11 spreads flags none of it), the flat one's not
+    shares = [
+        tilex.run(scan, None, device="cpu", calibrate=mode, tile=48, stats_sample=1, threshold=0.3)
+        .found()
+        .flagged_fraction
+        for mode in ("flat", "affine")
+    ]
+    assert shares[0] < 0.002 and shares[1] > 0.005
 
 
 def pigment_scan(h: int = 160, w: int = 176, seed: int = 6, hidden: bool = False):
@@ -458,3 +465,95 @@ def test_registered_model_explains_a_band_half_a_pixel_off():
     }
     # measured: 9.2 % flagged by the colour model, 1.6 % by the registered one
     assert shares["registered"] < 0.02 and shares["registered"] < shares["colour"] / 4
+
+
+def hidden_block_scan(shift: float = 0.012, seed: int = 8):
+    """Lit affine bands over 25 squares of 64 px; band 0 a little darker over a block of 4
+    of them (16 % of the scan): large, one-signed hidden content, each pixel within the noise's
+    reach (sigma 0.006), that a lighting surface could bend towards."""
+    h = w = 320
+    vis = patches(h, w, seed)
+    lin = srgb_to_linear(vis)
+    terms = calibration.surface_terms(*np.mgrid[0:h, 0:w], (h, w))
+    rng = np.random.default_rng(seed)
+    truth = np.stack(
+        [
+            r * lin[0]
+            + g * lin[1]
+            + b * lin[2]
+            + c
+            + sum(k * t for k, t in zip(q, terms, strict=True))
+            for (r, g, b, c), q in zip(COEFS, SURFACE, strict=True)
+        ]
+    )
+    hidden = np.zeros((h, w), bool)
+    hidden[64:192, 192:320] = True
+    bands = truth + rng.normal(0, 0.006, truth.shape)
+    bands[0, hidden] -= shift
+    scan = open_scan(
+        visible=vis,
+        bands=[(f"b{i}", 500.0 + 100 * i, p.astype(np.float32)) for i, p in enumerate(bands)],
+    )
+    return scan, truth, hidden
+
+
+def test_the_square_cut_keeps_a_hidden_block_from_bending_the_lighting_surface(monkeypatch):
+    scan, truth, hidden = hidden_block_scan()
+    regions = sample_regions(tuple(scan.shape), 1.0)
+    assert len(regions) == 25 >= calibration.SQUARE_MIN
+    visible = scan.read_region(0, 320, 0, 320)[0]
+
+    def pull(band: int) -> float:
+        """How far band ``band``'s prediction moved from the truth where the content is hidden."""
+        predicted = fit_scan(scan, CalibrationSpec("flat"), regions).predict(visible)
+        return float(np.abs(predicted[band] - truth[band])[hidden].mean())
+
+    cut = pull(0)
+    monkeypatch.setattr(calibration.fitting, "SQUARE_MIN", 10**9)  # the pixel cut alone
+    loose = pull(0)
+    assert cut < 0.001  # a twelfth of the hidden signal (0.0005 measured)
+    assert loose > 5 * cut  # the pixel cut alone: 0.0054, nearly half of it
+
+
+def test_the_square_cut_is_per_band_and_the_same_bits_for_any_grouping():
+    scan, truth, hidden = hidden_block_scan()
+    regions = sample_regions(tuple(scan.shape), 1.0)
+    spec = CalibrationSpec("registered")
+    one = fit_scan(scan, spec, regions)
+    # a band with nothing hidden still finds its own colour terms and lighting surface
+    np.testing.assert_allclose(
+        np.array(one.coefficients)[1, :9], (*COEFS[1], *SURFACE[1]), atol=2e-3
+    )
+    for groups in (2, 5):
+        assert fit_scan(scan, spec, regions, groups=groups) == one
+    squares = [scan.read_region(*r) for r in regions]
+    origins = [(y0, x0) for y0, _, x0, _ in regions]
+    again = fit(squares, spec, origins=origins, shape=(320, 320), threads=3)
+    assert again == one and again.table == one.table
+    records = [
+        tilex.run(
+            scan, None, device="cpu", calibrate="registered", tile=tile, norm="pixel"
+        ).sink.info.provenance["calibration"]
+        for tile in (96, 160)
+    ]
+    assert records[0] == records[1] == one.to_dict()
+    assert records[0]["square_cut"] == calibration.SQUARE_CUT
+
+
+def test_fit_image_fits_the_squares_a_run_samples():
+    scan, _, _ = hidden_block_scan()
+    visible, bands = scan.read_region(0, 320, 0, 320)
+    run = tilex.run(scan, None, device="cpu", tile=160, norm="pixel")
+    assert (
+        calibration.fit_image(visible, bands, CalibrationSpec()).to_dict()
+        == (run.sink.info.provenance["calibration"])
+    )
+
+
+def test_squares_that_agree_to_rounding_are_never_cut():
+    rng = np.random.default_rng(2)
+    medians = {i: rng.normal(0, 1e-9, 3) for i in range(30)}  # an exact fit's rounding
+    medians[4] = np.array([0.02, 0.0, 0.0])  # a real outlier in band 0
+    kept = calibration.fitting._squares_kept(medians, 30)
+    assert kept[:, 1:].all() and kept[:, 0].sum() == 29 and not kept[4, 0]
+    assert calibration.fitting._squares_kept(dict(list(medians.items())[:15]), 15) is None

@@ -159,7 +159,7 @@ def test_noise_floor_of_gaussian_noise_flags_what_its_constant_promises():
     median, spread, floor = noise_floor(h)
     assert median[0] == pytest.approx(0.6745, rel=0.01)
     assert spread[0] == pytest.approx(0.591, rel=0.02)
-    # 8 robust spreads: about 7e-8 of half-normal noise (6 spreads flag ~10 of these pixels)
+    # 11 robust spreads: about 1e-12 of half-normal noise (6 spreads flag ~10 of these pixels)
     assert (d > floor[0]).mean() < 1e-5
 
 

@@ -21,6 +21,8 @@ from tilex.calibration.model import (
     CUTOFF,
     LINEAR_LUMA,
     REFITS,
+    SQUARE_CUT,
+    SQUARE_MIN,
     TABLE_CELLS,
     TABLE_SHRINK,
     Calibration,
@@ -32,9 +34,18 @@ from tilex.calibration.model import (
 )
 from tilex.grid import Region
 from tilex.kernels._numba import njit
-from tilex.stats import MAD_TO_SIGMA
+from tilex.stats import ABS_FLOOR, MAD_TO_SIGMA
 
-__all__ = ["CACHE_BYTES", "FIT_THREADS", "FitSums", "fit", "fit_scan", "fit_squares", "fit_stride"]
+__all__ = [
+    "CACHE_BYTES",
+    "FIT_THREADS",
+    "FitSums",
+    "fit",
+    "fit_image",
+    "fit_scan",
+    "fit_squares",
+    "fit_stride",
+]
 
 CACHE_BYTES = 256 << 20
 """The fit keeps the squares' features up to this size between its passes, as float32 where
@@ -82,24 +93,29 @@ class FitSums:
 
     ``normal[i]`` holds ``X^T X`` ``[N, k, k]`` and ``X^T y`` ``[N, k]`` plus the
     pixel count ``[N]`` of square ``i``; ``hist`` the integer histogram of
-    ``|r|`` ``[N, bins]``. :meth:`merge` unites disjoint groups of squares;
+    ``|r|`` ``[N, bins]`` and ``medians[i]`` the median signed residual ``[N]``
+    of square ``i`` (a histogram pass). :meth:`merge` unites disjoint groups of squares;
     :meth:`totals` adds the squares in index order, so the result is the same
     bits however the squares were grouped.
     """
 
     normal: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     hist: np.ndarray | None = None
+    medians: dict[int, np.ndarray] = field(default_factory=dict)
 
     def merge(self, other: FitSums) -> FitSums:
-        merged = FitSums(dict(self.normal), None if self.hist is None else self.hist.copy())
+        merged = FitSums(
+            dict(self.normal), None if self.hist is None else self.hist.copy(), dict(self.medians)
+        )
         merged.update(other)
         return merged
 
     def update(self, other: FitSums) -> None:
         """Add ``other``'s squares to these, in place (the groups must be disjoint)."""
-        if self.normal.keys() & other.normal.keys():
+        if self.normal.keys() & other.normal.keys() or self.medians.keys() & other.medians.keys():
             raise ValueError("fit sums of overlapping groups of squares cannot be merged")
         self.normal.update(other.normal)
+        self.medians.update(other.medians)
         if other.hist is not None:  # integer counts: the same whatever the order
             self.hist = other.hist.copy() if self.hist is None else self.hist + other.hist
 
@@ -118,6 +134,31 @@ def _residuals(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return np.abs(y - coef @ x)
 
 
+def _squares_kept(medians: dict[int, np.ndarray], n_squares: int) -> np.ndarray | None:
+    """``[S, N]`` bool: whether each square stays in each band's refit (see :data:`SQUARE_CUT`).
+
+    ``None`` (every square stays) below :data:`SQUARE_MIN` squares. A square within
+    one 16-bit grey level (:data:`tilex.stats.ABS_FLOOR`) of the squares' median always
+    stays, so squares that agree to rounding (an exact fit) are never cut. The medians
+    are taken over the squares' values as an array in the squares' order: the same
+    bits however they were grouped.
+
+    Examples
+    --------
+    >>> medians = {i: np.array([0.01 * (i % 3), 0.0]) for i in range(20)}
+    >>> medians[7] = np.array([0.5, 0.0])  # one square far from the others in band 0
+    >>> kept = _squares_kept(medians, 20)
+    >>> kept[:, 0].sum(), kept[7, 0], kept[:, 1].all()
+    (np.int64(19), np.False_, np.True_)
+    """
+    if n_squares < SQUARE_MIN:
+        return None
+    values = np.stack([medians[i] for i in range(n_squares)])  # [S, N]
+    centre = np.median(values, axis=0)
+    spread = MAD_TO_SIGMA * np.median(np.abs(values - centre), axis=0)
+    return np.abs(values - centre) <= np.maximum(SQUARE_CUT * spread, ABS_FLOOR)
+
+
 def _accumulate(
     index: int,
     x: np.ndarray,
@@ -126,11 +167,16 @@ def _accumulate(
     cutoff: np.ndarray | None,
     sums: FitSums,
     histogram: bool,
+    square_kept: np.ndarray | None = None,
 ) -> None:
-    """Add one square's contribution to ``sums`` (normal equations, or the ``|r|`` histogram)."""
+    """Add one square's contribution to ``sums``: the normal equations of its kept pixels
+    (within ``cutoff`` of ``previous``, in the bands ``square_kept`` keeps it for), or the
+    ``|r|`` histogram and median signed residual of ``previous``."""
     n_bands = y.shape[0]
     if histogram:
-        counts = _abs_histogram(_residuals(x, y, previous))  # type: ignore[arg-type]
+        r = y - previous @ x  # type: ignore[operator]
+        counts = _abs_histogram(r)
+        sums.medians[index] = np.median(r, axis=1)
         if sums.hist is None:
             sums.hist = counts
         else:
@@ -139,6 +185,8 @@ def _accumulate(
     keep = np.ones(y.shape, bool)
     if previous is not None:
         keep = _residuals(x, y, previous) <= cutoff[:, None]  # type: ignore[index]
+    if square_kept is not None:
+        keep &= square_kept[:, None]
     k = x.shape[0]
     xtx = np.zeros((n_bands, k, k))
     xty = np.zeros((n_bands, k))
@@ -279,11 +327,17 @@ def fit(
                 held += size
         return x, y.astype(np.float64)
 
-    def one_pass(previous: np.ndarray | None, cutoff: np.ndarray | None, hist: bool) -> FitSums:
+    def one_pass(
+        previous: np.ndarray | None,
+        cutoff: np.ndarray | None,
+        hist: bool,
+        kept: np.ndarray | None = None,
+    ) -> FitSums:
         def group(bound: tuple[int, int]) -> FitSums:
             part = FitSums()
             for index in range(*bound):
-                _accumulate(index, *features(index), previous, cutoff, part, hist)
+                square = None if kept is None else kept[index]
+                _accumulate(index, *features(index), previous, cutoff, part, hist, square)
             return part
 
         merged = FitSums()
@@ -295,8 +349,10 @@ def fit(
     with ThreadPoolExecutor(threads, thread_name_prefix="tilex-fit") as pool:
         coef, count = _fit_from(one_pass(None, None, False))
         for _ in range(REFITS):
-            cutoff = _median_cutoff(one_pass(coef, None, True).hist)  # type: ignore[arg-type]
-            refit, kept = _fit_from(one_pass(coef, cutoff, False))
+            spread = one_pass(coef, None, True)
+            cutoff = _median_cutoff(spread.hist)  # type: ignore[arg-type]
+            squares_kept = _squares_kept(spread.medians, len(squares))
+            refit, kept = _fit_from(one_pass(coef, cutoff, False, squares_kept))
             # too few inliers (an exact fit): keep the previous model
             ok = kept >= 4 * coef.shape[1]
             coef = np.where(ok[:, None], refit, coef)
@@ -457,3 +513,22 @@ def fit_squares(
     origins = [(y0, x0) for y0, _, x0, _ in regions]
     shape = (int(scan.shape[0]), int(scan.shape[1]))
     return fit(_ScanSquares(scan, list(regions)), spec, groups=groups, origins=origins, shape=shape)
+
+
+def fit_image(visible: np.ndarray, bands: np.ndarray, spec: CalibrationSpec) -> Calibration:
+    """Fit ``spec``'s model to an image in memory as a run with default statistics fits a scan.
+
+    ``visible [3, h, w]`` and ``bands [N, h, w]`` as a run reads them; the squares are
+    those of :func:`tilex.stats.sample_regions` at the default sample
+    (:class:`tilex.stats.StatsSpec`), so the model is the one ``tilex run`` would fit
+    (training and validation scenes use it).
+    """
+    from tilex.stats import StatsSpec, sample_regions
+
+    shape = (int(visible.shape[1]), int(visible.shape[2]))
+    stats = StatsSpec()
+    regions = sample_regions(shape, stats.fraction_for(shape), stats.block)
+    regions = regions[:: fit_stride(regions, spec, int(bands.shape[0]))]
+    squares = [(visible[:, y0:y1, x0:x1], bands[:, y0:y1, x0:x1]) for y0, y1, x0, x1 in regions]
+    origins = [(y0, x0) for y0, _, x0, _ in regions]
+    return fit(squares, spec, origins=origins, shape=shape)

@@ -20,6 +20,8 @@ __all__ = [
     "CUTOFF",
     "LINEAR_LUMA",
     "REFITS",
+    "SQUARE_CUT",
+    "SQUARE_MIN",
     "TABLE_CELLS",
     "TABLE_SHRINK",
     "VISIBLE_ENCODINGS",
@@ -48,6 +50,16 @@ One robust spread keeps about the central two thirds of normal residuals: a
 trimmed least-squares fit, which a hidden region covering a fifth of the scan
 does not drag towards itself (with 3 spreads and 2 refits it did; see
 :mod:`tilex.calibration`)."""
+
+SQUARE_CUT = 2.0
+"""A sampled square is left out of a band's refit when its median signed residual lies more
+than ``SQUARE_CUT * 1.4826 * MAD`` from the median over the squares (MAD: the squares' median
+absolute deviation). Hidden content is spatially coherent and one-signed: a square inside it
+sits apart from the others even where each of its pixels is within :data:`CUTOFF`, and it
+otherwise pulls the model's lighting surface towards itself (see :mod:`tilex.calibration`)."""
+
+SQUARE_MIN = 16
+"""Fewer sampled squares than this: no square is left out (their spread says too little)."""
 
 TABLE_CELLS = 12
 """Cells of the colour table per linear channel (``TABLE_CELLS ** 3`` colours)."""
@@ -392,6 +404,7 @@ class Calibration:
             "inliers": list(self.inliers),
             "refits": REFITS,
             "cutoff": CUTOFF,
+            "square_cut": SQUARE_CUT,
             **({"shape": list(self.shape)} if self.shape is not None else {}),
             **({"table": _sparse(self.table)} if self.table is not None else {}),
         }
