@@ -22,7 +22,7 @@ import click
               help="Side of the crop of a scene each step sees, px.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True,
               help="Optimiser steps.")  # fmt: skip
-@click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
               help="Crops per step.")  # fmt: skip
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2,
               show_default=True, help="Adam's learning rate (cosine to 1/20 of it).")  # fmt: skip
