@@ -7,7 +7,9 @@ table). It fits over every k-th square so that their features fit in
 default model's fit on those squares as shipped and with the cache off (every
 pass reads and decodes every square again), on a ``tilex synth`` scan written
 as tiled zstd BigTIFFs, counts the reads, and checks that both give the same
-model.
+model. A third row times the fit without its square cut (``SQUARE_MIN`` out of
+reach): what leaving out whole squares costs (each refit's histogram pass also
+takes every square's median residual).
 
 Run::
 
@@ -67,6 +69,12 @@ def main() -> None:
             uncached_s, uncached, uncached_reads = timed_fit(scan, regions, args.repeats)
         finally:
             calibration.CACHE_BYTES = shipped
+        shipped_min = calibration.SQUARE_MIN
+        calibration.SQUARE_MIN = 1 << 62
+        try:
+            uncut_s, _, uncut_reads = timed_fit(scan, regions, args.repeats)
+        finally:
+            calibration.SQUARE_MIN = shipped_min
     assert cached == uncached and cached.table == uncached.table, "the cache changed the model"
     print(f"# calibration fit ({spec.mode}) on {cpu_name()}; {size[0]}x{size[1]}, {args.bands} "
           f"bands, {len(regions)} of {len(sampled)} sampled squares of 64 px")  # fmt: skip
@@ -79,6 +87,7 @@ def main() -> None:
                 f"{uncached_s:.2f}",
                 f"{uncached_reads:g}",
             ],
+            ["without the square cut (pixel cut only)", f"{uncut_s:.2f}", f"{uncut_reads:g}"],
         ],  # fmt: skip
     )
     print("same model: yes")
