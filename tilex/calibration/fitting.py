@@ -34,7 +34,7 @@ from tilex.calibration.model import (
 )
 from tilex.grid import Region
 from tilex.kernels._numba import njit
-from tilex.stats import ABS_FLOOR, MAD_TO_SIGMA
+from tilex.stats import ABS_FLOOR, MAD_TO_SIGMA, StatsSpec, sample_regions
 
 __all__ = [
     "CACHE_BYTES",
@@ -349,9 +349,9 @@ def fit(
     with ThreadPoolExecutor(threads, thread_name_prefix="tilex-fit") as pool:
         coef, count = _fit_from(one_pass(None, None, False))
         for _ in range(REFITS):
-            spread = one_pass(coef, None, True)
-            cutoff = _median_cutoff(spread.hist)  # type: ignore[arg-type]
-            squares_kept = _squares_kept(spread.medians, len(squares))
+            residuals = one_pass(coef, None, True)
+            cutoff = _median_cutoff(residuals.hist)  # type: ignore[arg-type]
+            squares_kept = _squares_kept(residuals.medians, len(squares))
             refit, kept = _fit_from(one_pass(coef, cutoff, False, squares_kept))
             # too few inliers (an exact fit): keep the previous model
             ok = kept >= 4 * coef.shape[1]
@@ -523,8 +523,6 @@ def fit_image(visible: np.ndarray, bands: np.ndarray, spec: CalibrationSpec) -> 
     (:class:`tilex.stats.StatsSpec`), so the model is the one ``tilex run`` would fit
     (training and validation scenes use it).
     """
-    from tilex.stats import StatsSpec, sample_regions
-
     shape = (int(visible.shape[1]), int(visible.shape[2]))
     stats = StatsSpec()
     regions = sample_regions(shape, stats.fraction_for(shape), stats.block)
