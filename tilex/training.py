@@ -164,8 +164,13 @@ def prepare(rendered: Any, name: str) -> Scene:
     ``hidden [h, w]``), with its calibration fitted as a run fits it."""
     visible = np.ascontiguousarray(np.moveaxis(np.asarray(rendered.visible, np.float32), -1, 0))
     bands = np.ascontiguousarray(np.asarray(rendered.bands, np.float32))
+    return _calibrated(visible, bands, np.asarray(rendered.hidden, bool), name)
+
+
+def _calibrated(visible: np.ndarray, bands: np.ndarray, hidden: np.ndarray, name: str) -> Scene:
+    """A :class:`Scene` of float32 planes as a run reads them, predicted by a run's calibration."""
     calibration = fit_image(visible, bands, CalibrationSpec())
-    return Scene(bands, calibration.predict(visible), np.asarray(rendered.hidden, bool), name)
+    return Scene(bands, calibration.predict(visible), hidden, name)
 
 
 def training_scenes(spec: TrainSpec, *, holdout: bool = False, offset: int = 0) -> list[Scene]:
@@ -189,8 +194,7 @@ def _synthetic(size: int, seed: int) -> Scene:
     scan = render((size, size), bands=8, seed=seed)
     visible = np.ascontiguousarray(scan.visible.transpose(2, 0, 1)).astype(np.float32) / 255.0
     bands = scan.bands.astype(np.float32) / 65535.0
-    calibration = fit_image(visible, bands, CalibrationSpec())
-    return Scene(bands, calibration.predict(visible), scan.mask != 0, f"synth-{seed}")
+    return _calibrated(visible, bands, scan.mask != 0, f"synth-{seed}")
 
 
 def validation_scenes(seeds: Sequence[int] = VALIDATION_SEEDS, size: int = 384) -> list[Scene]:
@@ -401,21 +405,22 @@ def train(
 def evidence(network: SiameseNetwork, scene: Scene) -> np.ndarray:
     """The evidence map a run computes on ``scene`` (whole-scene floors, clamped, max over bands).
 
-    The floors are :func:`tilex.stats.noise_floor` of each band's exact
-    dissimilarity histogram over the scene, as a run with ``stats_sample=1``
-    measures them.
+    The engine's own steps: the floors are :func:`tilex.stats.noise_floor` of
+    each band's exact dissimilarity histogram over the scene (as a run with
+    ``stats_sample=1`` measures them), and the evidence is the kernels' fusion
+    at threshold 0 (:func:`tilex.engine.fuse.fuse_with_evidence`).
     """
     from tilex import kernels
+    from tilex.engine.fuse import compared
     from tilex.stats import noise_floor
 
     n = scene.bands.shape[0]
     planes = torch.from_numpy(np.concatenate([scene.bands, scene.predicted]))[:, None]
     features = network.cnn.eval()(planes)[:, 0].numpy()
-    d = np.abs(features[:n] - features[n:])
-    zeros = np.zeros((1, *d.shape[1:]), np.float32)
-    _, _, floor = noise_floor(kernels.dissimilarity_histogram(zeros, d[:, None]))
-    score = d / (2 * floor[:, None, None] + 1e-8)
-    return np.clip(score, 0.1, 1.0).max(axis=0)
+    g, diff = compared(features[n:, None], features[:n, None])
+    _, _, floor = noise_floor(kernels.dissimilarity_histogram(g, diff))
+    hi = np.asarray(floor, np.float32) * np.float32(2.0)  # as BandStats.arrays("noise")
+    return kernels.fuse(g, diff, np.zeros_like(hi), hi, threshold=0.0).score
 
 
 def validate(network: SiameseNetwork, scenes: Sequence[Scene]) -> dict[str, Any]:
