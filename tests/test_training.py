@@ -14,10 +14,14 @@ from tilex.encoder.network import designed_network, fold_batchnorm, prune_channe
 from tilex.encoder.weights import TRAINED_WEIGHTS, default_network, load_network, weights_sha256
 from tilex.training import LowPass, TrainSpec, scene_loss, train, training_scenes, write
 
-# small and fast; many pairs so that the ranking term barely moves with the pairs drawn
-# (with these settings 8 steps lowered the fixed loss for each of the seeds 1 to 4)
+# small and fast: one whole scene a step (no crop or pick to draw), and many pairs so that
+# the ranking term barely moves with the pairs drawn. With these settings 8 steps lowered
+# the fixed loss on 8 of the seeds 1 to 10, by 1.2 % for seed 3 (an Intel Xeon with
+# AVX-512); the gradient through the floors' exact medians is noisy (see the notes of
+# issue 13). The settings before (3 scenes of 64 px, 3 picks a step) lowered it by 0.02 %
+# on an AMD EPYC and raised it by 0.02 % on that Xeon.
 SPEC = TrainSpec(
-    seed=3, scenes=3, size=64, crop=64, steps=8, batch=3, lr=3e-3, pairs=65536, threads=1,
+    seed=3, scenes=1, size=96, crop=96, steps=8, batch=1, lr=3e-3, pairs=65536, threads=1,
     synthetic=0,
 )  # fmt: skip
 
