@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -515,18 +515,33 @@ def fit_squares(
     return fit(_ScanSquares(scan, list(regions)), spec, groups=groups, origins=origins, shape=shape)
 
 
+class _Image(NamedTuple):
+    """An image in memory with the part of a scan's interface :func:`fit_scan` reads."""
+
+    visible: np.ndarray  # [3, h, w]
+    bands: np.ndarray  # [N, h, w]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.visible.shape[1]), int(self.visible.shape[2])
+
+    @property
+    def n_bands(self) -> int:
+        return int(self.bands.shape[0])
+
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.visible[:, y0:y1, x0:x1], self.bands[:, y0:y1, x0:x1]
+
+
 def fit_image(visible: np.ndarray, bands: np.ndarray, spec: CalibrationSpec) -> Calibration:
     """Fit ``spec``'s model to an image in memory as a run with default statistics fits a scan.
 
     ``visible [3, h, w]`` and ``bands [N, h, w]`` as a run reads them; the squares are
     those of :func:`tilex.stats.sample_regions` at the default sample
-    (:class:`tilex.stats.StatsSpec`), so the model is the one ``tilex run`` would fit
-    (training and validation scenes use it).
+    (:class:`tilex.stats.StatsSpec`), through :func:`fit_scan`, so the model is the one
+    ``tilex run`` would fit (training and validation scenes use it).
     """
-    shape = (int(visible.shape[1]), int(visible.shape[2]))
+    image = _Image(visible, bands)
     stats = StatsSpec()
-    regions = sample_regions(shape, stats.fraction_for(shape), stats.block)
-    regions = regions[:: fit_stride(regions, spec, int(bands.shape[0]))]
-    squares = [(visible[:, y0:y1, x0:x1], bands[:, y0:y1, x0:x1]) for y0, y1, x0, x1 in regions]
-    origins = [(y0, x0) for y0, _, x0, _ in regions]
-    return fit(squares, spec, origins=origins, shape=shape)
+    regions = sample_regions(image.shape, stats.fraction_for(image.shape), stats.block)
+    return fit_scan(image, spec, regions)
